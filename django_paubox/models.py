@@ -1,0 +1,120 @@
+"""What was sent, to whom, and what became of it.
+
+Rows are written only by :mod:`django_paubox.records`. Bodies and attachments (PHI) live in
+``Message.payload`` only while a message waits in the Celery outbox, or when
+``PAUBOX["STORE_CONTENT"]`` is set.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from .statuses import Status
+
+
+class Message(models.Model):
+    """One Django ``EmailMessage`` as sent (or attempted) through Paubox."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"  # in the Celery outbox, not yet handed to Paubox
+        SENDING = "sending", "Sending"  # a send is under way (or died: see the sweeper)
+        SENT = "sent", "Sent"  # Paubox accepted it and returned a tracking id
+        FAILED = "failed", "Failed"  # Paubox refused it, or it could not be sent
+
+    tracking_id = models.CharField(
+        "Paubox tracking id", max_length=64, unique=True, null=True, blank=True
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.SENDING)
+    #: Disposition over all recipients, kept by records.py for the admin badge and filter.
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    subject = models.TextField(blank=True)
+    from_email = models.CharField(max_length=320)
+    sender_domain = models.CharField(max_length=255, blank=True, db_index=True)
+    recipient_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    error_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="HTTP status of Paubox's refusal, if it answered."
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    #: Paubox payload (PHI): kept while queued, or after sending when STORE_CONTENT is set.
+    payload = models.JSONField(null=True, blank=True, editable=False)
+    receipt_checked_at = models.DateTimeField(null=True, blank=True)
+    next_receipt_check_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "created_at"], name="paubox_msg_state_created")]
+
+    def __str__(self) -> str:
+        return self.tracking_id or f"Message #{self.pk} ({self.get_state_display()})"
+
+
+class Delivery(models.Model):
+    """One recipient (to, cc or bcc) of a :class:`Message`, and its disposition."""
+
+    class Kind(models.TextChoices):
+        TO = "to", "To"
+        CC = "cc", "Cc"
+        BCC = "bcc", "Bcc"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    recipient = models.CharField(max_length=320, help_text="Bare address, lower-cased.")
+    kind = models.CharField(max_length=3, choices=Kind.choices, default=Kind.TO)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    raw_status = models.CharField(
+        max_length=255, blank=True, help_text="Paubox's own words for the latest status."
+    )
+    via_secure_portal = models.BooleanField(default=False)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    total_opens = models.PositiveIntegerField(null=True, blank=True)
+    distinct_opens = models.PositiveIntegerField(null=True, blank=True)
+    total_click_count = models.PositiveIntegerField(null=True, blank=True)
+    clicks_per_link = models.JSONField(null=True, blank=True)
+    unsubscribed = models.BooleanField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "recipient"], name="paubox_delivery_unique_recipient"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient}: {self.get_status_display()}"
+
+
+class WebhookEvent(models.Model):
+    """A Paubox webhook event, stored once however often it arrives."""
+
+    event_name = models.CharField(max_length=100, db_index=True)
+    #: Hash identifying the event, so that a replay is recognised and stored only once.
+    dedupe_key = models.CharField(max_length=64, unique=True)
+    source_tracking_id = models.CharField(max_length=64, blank=True, db_index=True)
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="webhook_events",
+    )
+    recipient = models.CharField(max_length=320, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    payload = models.JSONField()
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} {self.source_tracking_id}".strip()

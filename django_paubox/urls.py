@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "django_paubox"
+
+urlpatterns = [
+    path("webhook/<str:secret>/", views.webhook, name="webhook"),
+]
