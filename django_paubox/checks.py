@@ -1,1 +1,67 @@
-"""Django system checks for the PAUBOX settings."""
+"""Django system checks for the ``PAUBOX`` settings: problems show at ``manage.py check`` time,
+not when the first patient reminder fails to go out. No check ever prints a key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+
+from .conf import KNOWN_KEYS, get_settings, raw_settings
+from .exceptions import PauboxConfigError
+
+PAUBOX_BACKENDS = (
+    "django_paubox.backends.PauboxEmailBackend",
+    "django_paubox.backends.PauboxCeleryEmailBackend",
+)
+
+
+@checks.register(checks.Tags.compatibility)
+def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    try:
+        raw = raw_settings()
+        conf = get_settings()
+    except PauboxConfigError as error:
+        return [checks.Error(str(error), id="django_paubox.E001")]
+    found: list[checks.CheckMessage] = []
+    unknown = sorted(set(raw) - KNOWN_KEYS)
+    if unknown:
+        found.append(
+            checks.Warning(
+                f"Unknown PAUBOX setting(s): {', '.join(unknown)}.",
+                hint="See the configuration reference in the django-paubox docs; is it a typo?",
+                id="django_paubox.W001",
+            )
+        )
+    if getattr(settings, "EMAIL_BACKEND", "") in PAUBOX_BACKENDS:
+        try:
+            conf.require_credentials()
+        except PauboxConfigError as error:
+            found.append(checks.Error(str(error), id="django_paubox.E002"))
+    if not conf.webhook_secret:
+        found.append(
+            checks.Info(
+                'PAUBOX["WEBHOOK_SECRET"] is not set: the webhook view refuses every request.',
+                hint="Set it to a long random string and register "
+                "https://<host>/paubox/webhook/<secret>/ in the Paubox console.",
+                id="django_paubox.I001",
+            )
+        )
+    elif any(len(secret) < 16 for secret in conf.webhook_secret):
+        found.append(
+            checks.Warning(
+                'PAUBOX["WEBHOOK_SECRET"] is shorter than 16 characters.',
+                hint="The secret is the webhook's only authentication: use a long random one.",
+                id="django_paubox.W002",
+            )
+        )
+    if conf.allow_non_tls:
+        found.append(
+            checks.Warning(
+                'PAUBOX["ALLOW_NON_TLS"] is on: messages may be delivered without TLS, which is not '
+                "HIPAA compliant for messages that carry PHI.",
+                id="django_paubox.W003",
+            )
+        )
+    return found

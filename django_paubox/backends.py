@@ -1,0 +1,297 @@
+"""Django email backends that send through Paubox.
+
+:class:`PauboxBackendBase` does what every backend shares: it turns each ``EmailMessage`` into a
+Paubox payload (or the reason it cannot be one) and writes its ``Message`` row before anything is
+sent. Subclasses decide only how the prepared messages leave: :class:`PauboxEmailBackend` sends
+them during the call. Sending, recording and failure policy live in :class:`Dispatcher`, which
+the Celery tasks reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+
+from . import payload as payloads
+from . import records
+from .client import PauboxClient
+from .conf import PauboxSettings, get_settings
+from .exceptions import PauboxAPIError, PauboxConnectionError, PauboxError, PauboxPayloadError
+from .models import Message
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """One outgoing message: its row, its Paubox payload, and the EmailMessage it came from."""
+
+    row: Message
+    payload: dict[str, Any]  # {"message": <Paubox message>, "extras": {...}}
+    email: EmailMessage | None = None
+    tracking_id: str | None = None
+    error: PauboxError | None = None
+
+    def send_body_extras(self) -> dict[str, Any]:
+        return dict(self.payload.get("extras") or {})
+
+
+@dataclass
+class DispatchResult:
+    sent: list[Prepared] = field(default_factory=list)
+    failed: list[Prepared] = field(default_factory=list)
+
+    @property
+    def first_error(self) -> PauboxError | None:
+        return next((p.error for p in self.failed if p.error is not None), None)
+
+
+class Dispatcher:
+    """Sends prepared messages through one client and records every outcome.
+
+    Policy: more than one message go to ``/bulk_messages`` in batches of ``BATCH_SIZE``. A batch
+    Paubox refuses as invalid (a 4xx) is retried one message at a time, so one bad message
+    cannot sink the others. A batch that fails for a reason that is not the messages' fault
+    (connection, timeout, 429, 5xx) is marked failed, and so is everything after it without
+    being attempted: when Paubox is down, each further batch would only wait for a timeout.
+    """
+
+    def __init__(self, client: PauboxClient, conf: PauboxSettings) -> None:
+        self.client = client
+        self.conf = conf
+
+    def dispatch(self, prepared: Sequence[Prepared]) -> DispatchResult:
+        result = DispatchResult()
+        if len(prepared) == 1:
+            self._send_one(prepared[0])
+            self._record(prepared, result)
+            return result
+        batches = list(_chunks(prepared, self.conf.batch_size))
+        for index, batch in enumerate(batches):
+            outage = self._send_batch(batch)
+            self._record(batch, result)
+            if outage is not None:
+                rest = [p for later in batches[index + 1 :] for p in later]
+                for item in rest:
+                    item.error = PauboxConnectionError(
+                        f"not attempted after an earlier batch failed ({outage})",
+                        may_have_been_sent=False,
+                    )
+                self._record(rest, result)
+                break
+        return result
+
+    def _send_one(self, item: Prepared) -> None:
+        try:
+            item.tracking_id = self.client.send_message(
+                item.payload["message"], **item.send_body_extras()
+            )
+        except PauboxError as error:
+            item.error = error
+
+    def _send_batch(self, batch: Sequence[Prepared]) -> PauboxError | None:
+        """Send one batch; returns the error when Paubox itself is failing."""
+        # A bulk request has no room for per-message extras (tracking overrides): those go alone.
+        alone = [item for item in batch if item.send_body_extras()]
+        batch = [item for item in batch if not item.send_body_extras()]
+        for item in alone:
+            self._send_one(item)
+        if len(batch) <= 1:
+            for item in batch:
+                self._send_one(item)
+            return None
+        try:
+            results = self.client.send_bulk([item.payload["message"] for item in batch])
+        except PauboxAPIError as error:
+            if error.retryable:
+                for item in batch:
+                    item.error = error
+                return error
+            logger.info(
+                "Paubox refused a batch of %d (%s); sending its messages one by one",
+                len(batch),
+                error.status,
+            )
+            for item in batch:
+                self._send_one(item)
+            return None
+        except PauboxConnectionError as error:
+            for item in batch:
+                item.error = error
+            return error
+        for item, outcome in zip(batch, results):
+            if isinstance(outcome, str):
+                item.tracking_id = outcome
+            else:
+                item.error = outcome
+        return None
+
+    def _record(self, items: Sequence[Prepared], result: DispatchResult) -> None:
+        sent = [item for item in items if item.tracking_id]
+        failed = [item for item in items if not item.tracking_id]
+        records.mark_sent([(item.row, item.tracking_id or "") for item in sent], self.conf)
+        for error_text, group in _group_by_error(failed):
+            records.mark_failed([item.row for item in group], group[0].error or error_text, self.conf)
+        for item in items:
+            if item.email is not None:
+                item.email.paubox_tracking_id = item.tracking_id  # type: ignore[attr-defined]
+                item.email.paubox_message = item.row  # type: ignore[attr-defined]
+        result.sent.extend(sent)
+        result.failed.extend(failed)
+        if failed:
+            logger.warning(
+                "Paubox: %d message(s) not sent: %s", len(failed), failed[0].error or "unknown"
+            )
+
+
+def _chunks(items: Sequence[Prepared], size: int) -> Iterator[Sequence[Prepared]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _group_by_error(items: Sequence[Prepared]) -> list[tuple[str, list[Prepared]]]:
+    groups: dict[str, list[Prepared]] = {}
+    for item in items:
+        groups.setdefault(str(item.error or "not sent"), []).append(item)
+    return list(groups.items())
+
+
+class PauboxBackendBase(BaseEmailBackend):
+    """Shared by every Paubox backend: settings, connection, payload building, records.
+
+    ``get_connection(api_key=..., api_username=..., api_url=...)`` overrides the ``PAUBOX``
+    settings for one connection. Configuration errors are raised even with ``fail_silently``:
+    silence would hide that nothing can ever be sent.
+    """
+
+    def __init__(
+        self,
+        fail_silently: bool = False,
+        *,
+        api_key: str | None = None,
+        api_username: str | None = None,
+        api_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self._overrides = {"api_key": api_key, "api_username": api_username, "api_url": api_url}
+        self.conf = get_settings(**self._overrides)
+        self.conf.require_credentials()
+
+    def prepare(self, email_messages: Sequence[EmailMessage], *, keep_payload: bool) -> tuple[
+        list[Prepared], list[Prepared]
+    ]:
+        """Rows for every message with recipients: (ready to send, refused before sending).
+
+        All rows are written with two bulk inserts, before Paubox is called.
+        """
+        ready: list[tuple[EmailMessage, dict[str, Any], list[tuple[str, str]]]] = []
+        refused: list[tuple[EmailMessage, PauboxPayloadError]] = []
+        for email in email_messages:
+            if not email.recipients():
+                continue  # Django's contract: a message without recipients is skipped
+            try:
+                message = payloads.build_message(email, self.conf)
+                body = {"message": message, "extras": payloads.send_extras(email)}
+                ready.append((email, body, payloads.message_recipients(email)))
+            except PauboxPayloadError as error:
+                refused.append((email, error))
+        rows = records.create_messages(
+            [(str(email.subject), str(email.from_email), rcpts, body) for email, body, rcpts in ready]
+            + [(str(email.subject), str(email.from_email), _raw_recipients(email), {})
+               for email, _ in refused],
+            self.conf,
+            keep_payload=keep_payload,
+        )
+        prepared = [
+            Prepared(row=row, payload=body, email=email)
+            for row, (email, body, _) in zip(rows, ready)
+        ]
+        failed = [
+            Prepared(row=row, payload={}, email=email, error=error)
+            for row, (email, error) in zip(rows[len(ready) :], refused)
+        ]
+        return prepared, failed
+
+
+def _raw_recipients(email: EmailMessage) -> list[tuple[str, str]]:
+    """Recipients of a message refused before sending, kept so that the failure is findable."""
+    seen: dict[str, str] = {}
+    for kind, addresses in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)):
+        for address in addresses:
+            seen.setdefault(str(address).strip().lower()[:320], kind)
+    return [(kind, address) for address, kind in seen.items()]
+
+
+class PauboxEmailBackend(PauboxBackendBase):
+    """Sends during the call: ``EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"``.
+
+    Each message gets ``paubox_tracking_id`` (``None`` when it was not sent) and
+    ``paubox_message`` (its :class:`~django_paubox.models.Message` row).
+    """
+
+    def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self.client: PauboxClient | None = None
+
+    def open(self) -> bool:
+        if self.client is not None:
+            return False
+        self.client = PauboxClient(self.conf)
+        return True
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        if not email_messages:
+            return 0
+        prepared, refused = self.prepare(email_messages, keep_payload=False)
+        for item in refused:
+            records.mark_failed([item.row], item.error or "refused", self.conf)
+            if item.email is not None:
+                item.email.paubox_tracking_id = None  # type: ignore[attr-defined]
+                item.email.paubox_message = item.row  # type: ignore[attr-defined]
+        result = DispatchResult(failed=list(refused))
+        if prepared:
+            new_connection = self.open()
+            try:
+                assert self.client is not None
+                sent = Dispatcher(self.client, self.conf).dispatch(prepared)
+                result.sent.extend(sent.sent)
+                result.failed.extend(sent.failed)
+            finally:
+                if new_connection:
+                    self.close()
+        error = result.first_error
+        if error is not None and not self.fail_silently:
+            raise error
+        return len(result.sent)
+
+
+def resend_stored(message: Message) -> Message:
+    """Send a stored message again as a new :class:`Message`; needs ``STORE_CONTENT``."""
+    if not message.payload or "message" not in message.payload:
+        raise PauboxPayloadError(
+            "This message's content was not stored (PAUBOX['STORE_CONTENT'] is off, to keep PHI "
+            "out of the database), so it cannot be resent."
+        )
+    conf = get_settings()
+    recipients = list(message.deliveries.values_list("kind", "recipient"))
+    (row,) = records.create_messages(
+        [(message.subject, message.from_email, recipients, message.payload)], conf
+    )
+    with PauboxClient(conf) as client:
+        result = Dispatcher(client, conf).dispatch([Prepared(row=row, payload=message.payload)])
+    row.refresh_from_db()
+    error = result.first_error
+    if error is not None:
+        raise error
+    return row

@@ -1,0 +1,301 @@
+"""PauboxClient: the only code that speaks HTTP to Paubox.
+
+One pooled ``requests.Session`` per client, a timeout on every call, and retries only where a
+retry cannot deliver a message twice: a GET is retried on connection errors, 429 and 5xx (with
+back-off, honouring ``Retry-After``); a POST only when the connection failed before the request
+was written. Paubox has no idempotency key, so a POST that may have arrived is never repeated here:
+the caller learns so from :attr:`PauboxConnectionError.may_have_been_sent`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from . import __version__
+from .conf import PauboxSettings, get_settings
+from .exceptions import PauboxAPIError, PauboxConnectionError
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REQUEST_ID_HEADERS = ("X-Request-Id", "X-Amzn-RequestId", "X-Amz-Cf-Id", "CF-Ray")
+HINT_401 = (
+    'Check PAUBOX["API_KEY"] and PAUBOX["API_USERNAME"]: Paubox answers 401 when the key is '
+    "missing, wrong, or was issued for another endpoint username or sending domain"
+)
+HINT_HTML_404 = (
+    "Paubox's gateway answered with an HTML page, which means the URL is wrong: check "
+    'PAUBOX["API_URL"] and PAUBOX["API_USERNAME"] (requested {url})'
+)
+
+
+class _Retry(Retry):
+    """urllib3's Retry with ``Retry-After`` capped, so a bad header cannot stall a worker."""
+
+    MAX_RETRY_AFTER = 30.0
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, self.MAX_RETRY_AFTER)
+
+
+class BulkItemError(PauboxAPIError):
+    """One message of an accepted bulk request that Paubox answered without a tracking id."""
+
+
+class PauboxClient:
+    """Sends messages and reads receipts. Thread-safe for concurrent calls (pooled session)."""
+
+    def __init__(self, conf: PauboxSettings | None = None) -> None:
+        self.conf = conf or get_settings()
+        self.conf.require_credentials()
+        self.base_url = self.conf.base_url
+        self._session: requests.Session | None = None
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> PauboxClient:
+        return cls(get_settings(**overrides))
+
+    def __repr__(self) -> str:
+        return f"PauboxClient(base_url={self.base_url!r})"
+
+    # -- connection ------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = self._new_session()
+        return self._session
+
+    def _new_session(self) -> requests.Session:
+        retry = _Retry(
+            total=None,
+            connect=self.conf.max_retries,
+            read=self.conf.max_retries,
+            status=self.conf.max_retries,
+            other=0,
+            redirect=0,
+            allowed_methods=frozenset({"GET"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.conf.retry_backoff,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        pool = max(10, self.conf.receipt_concurrency)
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool, max_retries=retry)
+        session = requests.Session()
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update(
+            {
+                "Authorization": self.conf.authorization,
+                "Accept": "application/json",
+                "User-Agent": f"django-paubox/{__version__}",
+            }
+        )
+        return session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> PauboxClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- API -------------------------------------------------------------------------------
+
+    def send_message(self, message: Mapping[str, Any], **extras: Any) -> str:
+        """POST /messages; returns Paubox's ``sourceTrackingId``."""
+        body = {"data": {"message": message, **extras}}
+        data = self._request("POST", "messages", json=body)
+        return _tracking_id_of(data, status=200)
+
+    def send_bulk(self, messages: Sequence[Mapping[str, Any]]) -> list[str | PauboxAPIError]:
+        """POST /bulk_messages; one tracking id per message, in order.
+
+        An entry Paubox answered without a tracking id comes back as a :class:`BulkItemError`
+        in its place, so that one odd answer does not discard the ids of the others.
+        """
+        data = self._request("POST", "bulk_messages", json={"data": {"messages": list(messages)}})
+        items = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != len(messages):
+            raise PauboxAPIError(
+                200,
+                title="Unexpected bulk response",
+                details=f"expected {len(messages)} results in 'messages', got "
+                + (str(len(items)) if isinstance(items, list) else "none"),
+            )
+        results: list[str | PauboxAPIError] = []
+        for item in items:
+            try:
+                results.append(_tracking_id_of(item, status=200))
+            except PauboxAPIError as error:
+                results.append(BulkItemError(200, title=error.title, details=error.details))
+        return results
+
+    def get_receipt(self, tracking_id: str) -> dict[str, Any]:
+        """GET /message_receipt; the parsed body. Unknown ids raise PauboxAPIError (404)."""
+        data = self._request("GET", "message_receipt", params={"sourceTrackingId": tracking_id})
+        if not isinstance(data, dict):
+            raise PauboxAPIError(200, title="Unexpected receipt response", details="not an object")
+        error = _error_in_body(data)
+        if error is not None:
+            raise error
+        return data
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+        url = f"{self.base_url}/{endpoint}"
+        started = time.monotonic()
+        try:
+            response = self.session.request(method, url, timeout=self.conf.timeout, **kwargs)
+        except requests.RequestException as exc:
+            sent = method != "GET" and _may_have_been_sent(exc)
+            logger.warning(
+                "Paubox %s /%s failed after %.0f ms: %s",
+                method,
+                endpoint,
+                (time.monotonic() - started) * 1000,
+                type(exc).__name__,
+            )
+            raise PauboxConnectionError(_describe(exc), may_have_been_sent=sent) from None
+        logger.debug(
+            "Paubox %s /%s -> %s in %.0f ms",
+            method,
+            endpoint,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        if response.status_code >= 400:
+            raise api_error_from_response(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise PauboxAPIError(
+                response.status_code,
+                title="Unreadable response",
+                details=f"Paubox answered {response.status_code} with a body that is not JSON "
+                f"({response.headers.get('Content-Type', 'no content type')})",
+                request_id=_request_id(response),
+            ) from None
+
+
+def _tracking_id_of(data: Any, *, status: int) -> str:
+    if isinstance(data, dict):
+        tracking_id = data.get("sourceTrackingId")
+        if isinstance(tracking_id, str) and tracking_id:
+            return tracking_id
+        error = _error_in_body(data, status=status)
+        if error is not None:
+            raise error
+    raise PauboxAPIError(
+        status, title="Unexpected response", details="Paubox returned no sourceTrackingId"
+    )
+
+
+def _error_in_body(data: dict[str, Any], *, status: int = 200) -> PauboxAPIError | None:
+    """Paubox sometimes answers 200 with an error body (e.g. an unknown template)."""
+    if any(key in data for key in ("errors", "error")):
+        return _error_from_json(status, data, request_id="")
+    return None
+
+
+def api_error_from_response(response: requests.Response) -> PauboxAPIError:
+    """Turn any of Paubox's error shapes into one :class:`PauboxAPIError`."""
+    status = response.status_code
+    request_id = _request_id(response)
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return _error_from_json(status, data, request_id=request_id)
+    content_type = response.headers.get("Content-Type", "")
+    hint = ""
+    if status == 404 and ("html" in content_type or response.text.lstrip().startswith("<")):
+        hint = HINT_HTML_404.format(url=_without_query(response.url))
+    elif status == 401:
+        hint = HINT_401
+    return PauboxAPIError(
+        status,
+        title=response.reason or "",
+        details=f"non-JSON body ({content_type or 'no content type'})",
+        request_id=request_id,
+        hint=hint,
+    )
+
+
+def _error_from_json(status: int, data: dict[str, Any], *, request_id: str) -> PauboxAPIError:
+    errors = data.get("errors")
+    code: Any = None
+    title = details = ""
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        code = first.get("code", first.get("status"))
+        title = str(first.get("title") or "")
+        details = str(first.get("details") or first.get("detail") or "")
+    elif isinstance(data.get("error"), str):
+        title = data["error"]
+    elif isinstance(data.get("message"), str):
+        title = data["message"]
+    tracking_id = data.get("sourceTrackingId")
+    return PauboxAPIError(
+        status,
+        code=code,
+        title=title[:500],
+        details=details[:1000],
+        request_id=request_id,
+        tracking_id=tracking_id if isinstance(tracking_id, str) else "",
+        hint=HINT_401 if status == 401 else "",
+        errors=[e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else None,
+    )
+
+
+def _request_id(response: requests.Response) -> str:
+    for header in REQUEST_ID_HEADERS:
+        value = response.headers.get(header)
+        if value:
+            return value[:200]
+    return ""
+
+
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _may_have_been_sent(exc: requests.RequestException) -> bool:
+    """False only when the connection failed before any byte of the request was written."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the cause
+        return not isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+    return True
+
+
+def _describe(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connecting timed out"
+    if isinstance(exc, requests.ReadTimeout):
+        return "no answer before the read timeout"
+    if isinstance(exc, requests.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)
+        if isinstance(reason, NewConnectionError):
+            return "the connection was refused or the host is unreachable"
+        return "the connection was dropped"
+    return type(exc).__name__

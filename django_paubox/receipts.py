@@ -1,0 +1,401 @@
+"""Polling ``/message_receipt``: which messages are due, and asking Paubox about them at once.
+
+Paubox does not retry webhooks, so polling is the backstop that makes every delivery reach its
+final status eventually. Only HTTP runs in worker threads (a bounded
+:class:`~concurrent.futures.ThreadPoolExecutor`); every database read and write happens in the
+calling thread, in batches, so worker threads never open database connections.
+
+Schedule (per message, from its age since ``sent_at``; no poll counter is needed, so the schedule
+survives restarts and needs no extra column): every minute for the first 5 minutes, every 5
+minutes up to an hour, every 15 minutes up to 6 hours, hourly up to a day, then every 6 hours.
+Polling stops once every delivery is final, or when the next check would fall after
+``PAUBOX["RECEIPT_MAX_AGE_HOURS"]``. Nothing here logs subjects or content: tracking ids and
+counts only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from . import records, statuses
+from .conf import PauboxSettings, get_settings
+from .exceptions import PauboxAPIError
+from .models import Delivery, Message
+from .statuses import Status
+
+logger = logging.getLogger("django_paubox.receipts")
+
+#: ``(age below which, poll every)``; past the last row, :data:`LATE_INTERVAL` applies.
+SCHEDULE: tuple[tuple[timedelta, timedelta], ...] = (
+    (timedelta(minutes=5), timedelta(minutes=1)),
+    (timedelta(hours=1), timedelta(minutes=5)),
+    (timedelta(hours=6), timedelta(minutes=15)),
+    (timedelta(hours=24), timedelta(hours=1)),
+)
+LATE_INTERVAL = timedelta(hours=6)
+
+#: A 404 this soon after sending means "Paubox does not know it yet"; later it is an error.
+NOT_FOUND_GRACE = timedelta(minutes=30)
+
+#: Receipts applied per database transaction.
+WRITE_BATCH = 100
+
+#: Words of Paubox's "Internal error. Please check back later." in an error answer.
+CHECK_BACK_LATER = "check back later"
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class RefreshSummary:
+    """What one refresh did; the command prints it and the Celery task returns it."""
+
+    #: Messages whose receipt was requested.
+    checked: int = 0
+    #: Deliveries whose record changed (status, times, counters).
+    changed: int = 0
+    #: Messages Paubox does not know yet (404 just after sending, "Internal error. Please
+    #: check back later.", or no deliveries listed yet): asked again later, not an error.
+    not_found_yet: int = 0
+    #: Messages whose receipt could not be had (other API errors, network failures).
+    errors: int = 0
+    #: Messages whose deliveries are all final now: polling them stops.
+    finished: int = 0
+    #: Messages given up on: still not final, but past ``RECEIPT_MAX_AGE_HOURS``.
+    expired: int = 0
+    #: Tracking ids of the messages counted in ``errors`` (for logs and the command).
+    error_tracking_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "changed": self.changed,
+            "not_found_yet": self.not_found_yet,
+            "errors": self.errors,
+            "finished": self.finished,
+            "expired": self.expired,
+        }
+
+
+def final_statuses() -> list[str]:
+    """The normalised statuses after which a delivery is not polled any more."""
+    return [value for value in Status.values if statuses.is_final(value)]
+
+
+def _open_deliveries() -> Exists:
+    return Exists(
+        Delivery.objects.filter(message=OuterRef("pk")).exclude(status__in=final_statuses())
+    )
+
+
+def _max_age(conf: PauboxSettings) -> timedelta:
+    return timedelta(hours=float(conf.receipt_max_age_hours))
+
+
+def due_messages(
+    now: datetime | None = None,
+    *,
+    limit: int | None = None,
+    include_all: bool = False,
+    tracking_ids: Sequence[str] | None = None,
+    conf: PauboxSettings | None = None,
+) -> QuerySet[Message]:
+    """Sent messages whose receipts should be asked for now, most overdue first.
+
+    By default: with a delivery that is not final, ``next_receipt_check_at <= now``, and sent
+    less than ``RECEIPT_MAX_AGE_HOURS`` ago. ``include_all`` ignores the schedule (not the age).
+    ``tracking_ids`` selects those messages whatever their schedule, age or finality: someone
+    asked for them by name (their open counters may still change).
+    """
+    conf = conf or get_settings()
+    now = now or timezone.now()
+    qs = Message.objects.filter(state=Message.State.SENT, tracking_id__isnull=False).exclude(
+        tracking_id=""
+    )
+    if tracking_ids:
+        qs = qs.filter(tracking_id__in=list(tracking_ids))
+    else:
+        cutoff = now - _max_age(conf)
+        qs = qs.filter(_open_deliveries()).filter(
+            Q(sent_at__gte=cutoff) | Q(sent_at__isnull=True, created_at__gte=cutoff)
+        )
+        if not include_all:
+            qs = qs.filter(next_receipt_check_at__lte=now)
+    qs = qs.order_by(F("next_receipt_check_at").asc(nulls_last=True), "pk")
+    if limit is not None:
+        qs = qs[:limit]
+    return qs
+
+
+def next_check_at(sent_at: datetime, now: datetime, conf: PauboxSettings) -> datetime | None:
+    """When to ask again about a message sent at ``sent_at``; ``None`` when polling stops."""
+    age = now - sent_at
+    interval = next((every for below, every in SCHEDULE if age < below), LATE_INTERVAL)
+    due = now + interval
+    if due > sent_at + _max_age(conf):
+        return None
+    return due
+
+
+def stop_expired(now: datetime | None = None, *, conf: PauboxSettings | None = None) -> int:
+    """Clear the schedule of messages past ``RECEIPT_MAX_AGE_HOURS``; returns how many.
+
+    They are never due anyway; clearing shows "no further check" in the admin and keeps the
+    schedule index small.
+    """
+    conf = conf or get_settings()
+    cutoff = (now or timezone.now()) - _max_age(conf)
+    return Message.objects.filter(
+        Q(sent_at__lt=cutoff) | Q(sent_at__isnull=True, created_at__lt=cutoff),
+        next_receipt_check_at__isnull=False,
+    ).update(next_receipt_check_at=None)
+
+
+# --- Polling ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    pk: int
+    tracking_id: str
+    sent_at: datetime
+
+
+@dataclass
+class _Result:
+    target: _Target
+    body: Any = None
+    error: BaseException | None = None
+
+
+def _targets(messages: Iterable[Message] | QuerySet[Message]) -> list[_Target]:
+    """Only what polling needs, read once, so no queryset stays open while we write."""
+    if isinstance(messages, QuerySet):
+        rows = messages.values_list("pk", "tracking_id", "sent_at", "created_at")
+    else:
+        rows = ((m.pk, m.tracking_id, m.sent_at, m.created_at) for m in messages)
+    seen: set[int] = set()
+    targets = []
+    for pk, tracking_id, sent_at, created_at in rows:
+        if not tracking_id or pk in seen:
+            continue
+        seen.add(pk)
+        targets.append(_Target(pk, tracking_id, sent_at or created_at))
+    return targets
+
+
+def refresh_receipts(
+    messages: Iterable[Message] | QuerySet[Message],
+    *,
+    conf: PauboxSettings | None = None,
+    client: Any = None,
+    progress: ProgressCallback | None = None,
+    batch_size: int = WRITE_BATCH,
+) -> RefreshSummary:
+    """Ask Paubox for the receipts of ``messages`` concurrently and apply them.
+
+    At most ``RECEIPT_CONCURRENCY`` requests are in flight; receipts are applied in the calling
+    thread, ``batch_size`` per transaction, forward-only (:func:`records.apply_receipt`).
+    ``client`` defaults to a new :class:`~django_paubox.client.PauboxClient` (closed at the
+    end); a given client is left open. ``progress(done, total)`` is called after each answer.
+    """
+    conf = conf or get_settings()
+    targets = _targets(messages)
+    summary = RefreshSummary()
+    if not targets:
+        return summary
+    own_client = client is None
+    if own_client:
+        from .client import PauboxClient
+
+        client = PauboxClient(conf)
+    try:
+        _poll(targets, client, conf, summary, progress, max(1, batch_size))
+    finally:
+        if own_client:
+            client.close()
+    logger.info(
+        "Paubox receipts: checked %d, changed %d, not found yet %d, errors %d, finished %d, "
+        "expired %d",
+        summary.checked,
+        summary.changed,
+        summary.not_found_yet,
+        summary.errors,
+        summary.finished,
+        summary.expired,
+    )
+    return summary
+
+
+def _poll(
+    targets: list[_Target],
+    client: Any,
+    conf: PauboxSettings,
+    summary: RefreshSummary,
+    progress: ProgressCallback | None,
+    batch_size: int,
+) -> None:
+    workers = max(1, int(conf.receipt_concurrency))
+    # A short queue ahead of the workers keeps them busy while this thread writes, without
+    # holding a future per message in memory.
+    window = workers * 2
+    remaining = iter(targets)
+    pending: dict[Future[Any], _Target] = {}
+    answered: list[_Result] = []
+    done_count = 0
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="paubox-receipt")
+
+    def fill() -> None:
+        while len(pending) < window:
+            target = next(remaining, None)
+            if target is None:
+                return
+            pending[pool.submit(client.get_receipt, target.tracking_id)] = target
+
+    try:
+        fill()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                target = pending.pop(future)
+                error = future.exception()
+                answered.append(
+                    _Result(target, error=error)
+                    if error is not None
+                    else _Result(target, body=future.result())
+                )
+            fill()
+            done_count += len(finished)
+            if len(answered) >= batch_size:
+                _apply_batch(answered, conf, summary)
+                answered = []
+            if progress is not None:
+                progress(done_count, len(targets))
+        if answered:
+            _apply_batch(answered, conf, summary)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _asks_to_check_back(body: Any) -> bool:
+    """True when a receipt says nothing yet: no deliveries, or Paubox's "check back later"."""
+    try:
+        deliveries = body["data"]["message"]["message_deliveries"]
+    except (KeyError, TypeError):
+        return True
+    if not isinstance(deliveries, list) or not deliveries:
+        return True
+    for item in deliveries:
+        status = item.get("status") if isinstance(item, dict) else None
+        raw = status.get("deliveryStatus") if isinstance(status, dict) else None
+        if isinstance(raw, str) and statuses.from_delivery_status(raw).retry_later:
+            return True
+    return False
+
+
+def _is_later(error: BaseException, sent_at: datetime, now: datetime) -> bool:
+    """A 404 just after sending, or Paubox's "Internal error. Please check back later."."""
+    if not isinstance(error, PauboxAPIError):
+        return False
+    said = f"{error.title} {error.details}".lower()
+    if CHECK_BACK_LATER in said:
+        return True
+    return error.status == 404 and now - sent_at < NOT_FOUND_GRACE
+
+
+def _apply_batch(results: list[_Result], conf: PauboxSettings, summary: RefreshSummary) -> None:
+    """Apply one batch of answers in one transaction; reschedule every message in it.
+
+    Message rows are locked in primary-key order first, so two refreshes running at once
+    serialise per message instead of deadlocking, and never regress a status (apply_receipt
+    is forward-only besides).
+    """
+    results = sorted(results, key=lambda r: r.target.pk)
+    later_pks: list[int] = []
+    with transaction.atomic():
+        now = timezone.now()
+        locked = {
+            m.pk: m
+            for m in Message.objects.select_for_update()
+            .filter(pk__in=[r.target.pk for r in results])
+            .order_by("pk")
+        }
+        touched: list[Message] = []
+        for result in results:
+            message = locked.get(result.target.pk)
+            if message is None:  # purged while we asked
+                continue
+            summary.checked += 1
+            touched.append(message)
+            tracking_id = result.target.tracking_id
+            if result.error is not None:
+                if _is_later(result.error, result.target.sent_at, now):
+                    summary.not_found_yet += 1
+                    later_pks.append(message.pk)
+                else:
+                    _count_error(summary, tracking_id, result.error)
+                continue
+            try:
+                with transaction.atomic():
+                    changed = records.apply_receipt(message, result.body)
+            except Exception as error:  # a receipt we cannot apply must not stop the others
+                logger.exception(
+                    "Paubox receipt for %s could not be applied (%s)",
+                    tracking_id,
+                    type(error).__name__,
+                )
+                _count_error(summary, tracking_id, error)
+                continue
+            summary.changed += len(changed or ())
+            if _asks_to_check_back(result.body):
+                summary.not_found_yet += 1
+        if later_pks:
+            Message.objects.filter(pk__in=later_pks).update(receipt_checked_at=now)
+        _reschedule(touched, now, conf, summary)
+
+
+def _count_error(summary: RefreshSummary, tracking_id: str, error: BaseException) -> None:
+    summary.errors += 1
+    summary.error_tracking_ids.append(tracking_id)
+    status = getattr(error, "status", None)
+    logger.warning(
+        "Paubox receipt for %s failed: %s%s",
+        tracking_id,
+        type(error).__name__,
+        f" (HTTP {status})" if status else "",
+    )
+
+
+def _reschedule(
+    messages: list[Message], now: datetime, conf: PauboxSettings, summary: RefreshSummary
+) -> None:
+    if not messages:
+        return
+    still_open = set(
+        Delivery.objects.filter(message__in=[m.pk for m in messages])
+        .exclude(status__in=final_statuses())
+        .values_list("message_id", flat=True)
+        .distinct()
+    )
+    for message in messages:
+        if message.pk not in still_open:
+            message.next_receipt_check_at = None
+            summary.finished += 1
+            continue
+        message.next_receipt_check_at = next_check_at(
+            message.sent_at or message.created_at, now, conf
+        )
+        if message.next_receipt_check_at is None:
+            summary.expired += 1
+            logger.info("Paubox receipts: giving up on %s (too old)", message.tracking_id)
+    # Only the schedule column: apply_receipt owns the others and may have saved them.
+    Message.objects.bulk_update(messages, ["next_receipt_check_at"])
