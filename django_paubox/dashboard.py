@@ -58,8 +58,15 @@ class DaySends:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    @property
+    def ordered_counts(self) -> list[int]:
+        """Counts in the order of :data:`OUTCOMES` (the columns of the dashboard's table)."""
+        return [self.counts.get(o.key, 0) for o in OUTCOMES]
 
-def window_start(days: int = DEFAULT_DAYS, *, today: datetime.date | None = None) -> datetime.datetime:
+
+def window_start(
+    days: int = DEFAULT_DAYS, *, today: datetime.date | None = None
+) -> datetime.datetime:
     """Midnight (current time zone) of the first day of a window of ``days`` days ending today."""
     today = today or timezone.localdate()
     first = today - datetime.timedelta(days=days - 1)
@@ -128,9 +135,32 @@ class Rates:
     def open_rate(self) -> float | None:
         return _ratio(self.opened, self.reached)
 
+    @property
+    def delivery_percent(self) -> str:
+        return percent(self.delivery_rate)
+
+    @property
+    def bounce_percent(self) -> str:
+        return percent(self.bounce_rate)
+
+    @property
+    def failure_percent(self) -> str:
+        return percent(self.failure_rate)
+
+    @property
+    def open_percent(self) -> str:
+        return percent(self.open_rate)
+
 
 def _ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
+
+
+def percent(rate: float | None) -> str:
+    """``"92.5 %"``-style text for a rate, or a dash when there is nothing to divide by."""
+    if rate is None:
+        return "—"
+    return f"{formats.number_format(round(100 * rate, 1), 1)}%"
 
 
 def rates(since: datetime.datetime) -> Rates:
@@ -263,6 +293,14 @@ class Chart:
     def label_y(self) -> float:
         return self.bottom_y + 18
 
+    @property
+    def center_x(self) -> float:
+        return self.left + self.plot_width / 2
+
+    @property
+    def center_y(self) -> float:
+        return self.top + self.plot_height / 2
+
 
 def nice_step(maximum: int, max_ticks: int = 5) -> int:
     """The smallest step of 1, 2 or 5 times a power of ten giving at most ``max_ticks`` steps."""
@@ -311,7 +349,9 @@ def build_chart(
                 continue
             h = count * scale
             y -= h
-            segments.append(Segment(outcome.key, labels[outcome.key], count, round(y, 2), round(h, 2)))
+            segments.append(
+                Segment(outcome.key, labels[outcome.key], count, round(y, 2), round(h, 2))
+            )
         bars.append(
             Bar(
                 day=day.day,
@@ -323,10 +363,13 @@ def build_chart(
                 show_label=(last - i) % label_every == 0,
             )
         )
-    ticks = tuple(
-        Tick(value, round(bottom_y - value * scale, 2))
-        for value in range(0, y_max + 1, step)
-    ) if y_max else (Tick(0, bottom_y),)
+    ticks = (
+        tuple(
+            Tick(value, round(bottom_y - value * scale, 2)) for value in range(0, y_max + 1, step)
+        )
+        if y_max
+        else (Tick(0, bottom_y),)
+    )
     return Chart(
         width=width,
         height=height,

@@ -274,13 +274,17 @@ class WebhookEventData:
 def dedupe_key(event_name: str, payload: dict[str, Any], body: dict[str, Any]) -> str:
     """Identify an event so that a replay is stored once.
 
-    With Paubox's ``payload.id`` the key is the event name, that id and the event ``time``:
-    the id alone may be shared by the events of one message (its delivery and its opens), and
-    a replay repeats the time. Without an id it is the whole body in canonical JSON.
+    With Paubox's ``payload.id`` the key hashes the event name, that id, and the event's
+    ``time``, ``source_tracking_id`` and ``to``: the id alone may be shared by the events of one
+    message (its delivery and each open), and a replay repeats all of them. Storing one event
+    twice is harmless (updates are forward-only); merging two distinct ones loses one, so the
+    key errs on the side of telling events apart. Without an id it is the whole body in
+    canonical JSON.
     """
     event_id = payload.get("id")
     if event_id is not None and event_id != "":
-        basis = canonical_json(["paubox-event", event_name, event_id, payload.get("time")])
+        fields = [payload.get(k) for k in ("time", "source_tracking_id", "to")]
+        basis = canonical_json(["paubox-event", event_name, event_id, *fields])
     else:
         basis = canonical_json(body)
     return hashlib.sha256(basis.encode("utf-8")).hexdigest()
@@ -306,8 +310,9 @@ def parse_webhook_event(data: object) -> WebhookEventData:
     if not isinstance(payload, dict):
         raise InvalidWebhookEvent("payload must be a JSON object.")
     event_id = payload.get("id")
-    if event_id is not None and (
-        isinstance(event_id, bool) or not isinstance(event_id, (int, str)) or len(str(event_id)) > 255
+    if event_id is not None and not (
+        (isinstance(event_id, int) and not isinstance(event_id, bool) and abs(event_id) < 2**63)
+        or (isinstance(event_id, str) and len(event_id) <= 255)
     ):
         raise InvalidWebhookEvent("payload.id must be a number or a string.")
     tracking_id = _optional_str(payload, "source_tracking_id", MAX_TRACKING_ID)

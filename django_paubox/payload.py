@@ -43,7 +43,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from email import _header_value_parser as header_parser
-from email.errors import HeaderParseError
+from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
 from email.headerregistry import Address
 from email.message import Message as MIMEMessageBase
 from typing import Any, NamedTuple
@@ -79,8 +79,9 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
 #: single spaces. Anything else is sent as a quoted string.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
 _PLAIN_PHRASE = re.compile(rf"{_ATEXT}(?: {_ATEXT})*\Z")
-#: Parser defects that do not make an address unusable (UTF-8 local parts, RFC 6531).
-_TOLERATED_DEFECTS = ("NonASCIILocalPartDefect",)
+#: Parser defects that leave an address usable: UTF-8 local parts (RFC 6531) and obsolete but
+#: unambiguous syntax such as the period in ``J. Smith <js@example.com>``.
+_TOLERATED_DEFECTS = (NonASCIILocalPartDefect, ObsoleteHeaderDefect)
 
 
 class ParsedAddress(NamedTuple):
@@ -245,9 +246,9 @@ def _take_mailbox(text: str, whole: str, field: str) -> tuple[ParsedAddress, str
         raise PauboxPayloadError(f"Paubox: an empty address in {field}.")
     try:
         token, rest = header_parser.get_mailbox(text)
-    except (HeaderParseError, IndexError, ValueError):
+    except Exception:  # HeaderParseError, and IndexError etc. from the parser's corners
         raise PauboxPayloadError(invalid + ".") from None
-    defects = [d for d in token.all_defects if type(d).__name__ not in _TOLERATED_DEFECTS]
+    defects = [d for d in token.all_defects if not isinstance(d, _TOLERATED_DEFECTS)]
     local_part, domain = token.local_part, token.domain
     if defects or not local_part or not domain:
         hint = "" if "@" in whole else " (no @)"
@@ -263,7 +264,10 @@ def _unique_recipients(email: EmailMessage) -> list[tuple[str, ParsedAddress]]:
     seen: set[str] = set()
     out: list[tuple[str, ParsedAddress]] = []
     for kind in RECIPIENT_KINDS:
-        for entry in getattr(email, kind, None) or ():
+        entries = getattr(email, kind, None) or ()
+        if isinstance(entries, str):
+            raise PauboxPayloadError(f"Paubox: `{kind}` must be a list of addresses, not a string.")
+        for entry in entries:
             if not entry:
                 continue  # Django's recipients() leaves out empty entries too
             address = parse_address(entry, kind)
@@ -306,6 +310,10 @@ def _headers(email: EmailMessage, conf: PauboxSettings) -> dict[str, str]:
     if "reply-to" in overrides:
         reply_to = parse_address_list(overrides["reply-to"][1], "extra_headers['Reply-To']")
     else:
+        if isinstance(email.reply_to, str):
+            raise PauboxPayloadError(
+                "Paubox: `reply_to` must be a list of addresses, not a string."
+            )
         reply_to = [
             address
             for entry in email.reply_to or ()

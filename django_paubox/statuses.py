@@ -35,7 +35,8 @@ Forward-only rule
 -----------------
 Every status has a rank; a delivery only ever moves to a status of *higher* rank::
 
-    queued (0) < sent (1) < processing (2) < soft_bounced (3) < delivered | hard_bounced | failed (4)
+    queued (0) < sent (1) < processing (2) < soft_bounced (3)
+              < delivered = hard_bounced = failed (4, final)
 
 - ``soft_bounced`` is not final: Paubox retries a soft bounce, which may still end
   ``delivered`` or ``hard_bounced``; a late ``processing`` does not undo a soft bounce.
@@ -80,9 +81,7 @@ RANK: dict[str, int] = {
     Status.FAILED: 4,
 }
 
-FINAL_STATUSES: frozenset[str] = frozenset(
-    {Status.DELIVERED, Status.HARD_BOUNCED, Status.FAILED}
-)
+FINAL_STATUSES: frozenset[str] = frozenset({Status.DELIVERED, Status.HARD_BOUNCED, Status.FAILED})
 
 
 def rank(status: str) -> int:

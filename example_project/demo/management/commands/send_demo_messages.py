@@ -1,0 +1,17 @@
+from django.core.mail import get_connection
+from django.core.management.base import BaseCommand
+
+from example_project.demo.messages import PATIENTS, demo_messages
+
+
+class Command(BaseCommand):
+    help = "Send one demo message for each disposition the sandbox simulates."
+
+    def handle(self, *args, **options):
+        messages = demo_messages()
+        with get_connection() as connection:
+            sent = connection.send_messages(messages)
+        for message, (_, address, outcome) in zip(messages, PATIENTS):
+            tracking_id = getattr(message, "paubox_tracking_id", None) or "(queued)"
+            self.stdout.write(f"  {address:28} {tracking_id:38} expect: {outcome}")
+        self.stdout.write(self.style.SUCCESS(f"{sent} of {len(messages)} demo messages handed over."))

@@ -1,0 +1,84 @@
+"""Example project: SQLite, the local Paubox sandbox as Paubox, the admin.
+
+Nothing secret lives here: every credential comes from the environment (run.sh sets sandbox
+values). Point PAUBOX_API_URL at https://api.paubox.net/v1/ with a real key to send for real.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-insecure-dev-key")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_paubox",
+    "example_project.demo",
+]
+try:  # the Celery extra: task results in the admin
+    import django_celery_results  # noqa: F401
+
+    INSTALLED_APPS.insert(-2, "django_celery_results")
+except ImportError:
+    pass
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+ROOT_URLCONF = "example_project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+WSGI_APPLICATION = "example_project.wsgi.application"
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("EXAMPLE_DB", str(BASE_DIR / "db.sqlite3")),
+    }
+}
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Paubox ------------------------------------------------------------------------------------
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django_paubox.backends.PauboxEmailBackend")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Sunrise Clinic <reminders@clinic.example>")
+PAUBOX = {
+    # API_KEY / API_USERNAME / API_URL come from PAUBOX_API_KEY, PAUBOX_API_USERNAME and
+    # PAUBOX_API_URL in the environment (run.sh points them at the sandbox).
+    "WEBHOOK_SECRET": os.environ.get("PAUBOX_WEBHOOK_SECRET", ""),
+    "MONTHLY_LIMIT": 300,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_paubox": {"handlers": ["console"], "level": "INFO"}},
+}

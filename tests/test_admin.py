@@ -1,0 +1,680 @@
+"""The admin: lists, filters, search, the message page, actions, the dashboard, query counts."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core import mail as django_mail
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from django_paubox import dashboard
+from django_paubox.models import Delivery, Message, WebhookEvent
+from django_paubox.statuses import Status
+
+pytestmark = pytest.mark.django_db
+
+PHI = "PHI-BODY-7f3a must never be shown"
+CHANGELIST = "admin:django_paubox_message_changelist"
+DASHBOARD = "admin:django_paubox_message_dashboard"
+_ids = itertools.count(1)
+
+
+def make_message(
+    *,
+    status: str = Status.DELIVERED,
+    state: str = Message.State.SENT,
+    recipients: Sequence[str] = ("patient@clinic.example",),
+    delivery_statuses: Sequence[str] | None = None,
+    created_at: datetime.datetime | None = None,
+    sent_at: datetime.datetime | None = None,
+    subject: str = "Your appointment",
+    from_email: str = "care@hospital.example",
+    payload: Any = None,
+    opened_at: datetime.datetime | None = None,
+    tracking_id: str | None = "auto",
+) -> Message:
+    """One message and its deliveries, written directly (records.py is tested elsewhere)."""
+    n = next(_ids)
+    created = created_at or timezone.now()
+    message = Message.objects.create(
+        tracking_id=f"trk-{n:05d}-{status}" if tracking_id == "auto" else tracking_id,
+        state=state,
+        status=status,
+        subject=subject,
+        from_email=from_email,
+        sender_domain=from_email.rpartition("@")[2],
+        recipient_count=len(recipients),
+        created_at=created,
+        sent_at=sent_at if sent_at is not None else (created if state == "sent" else None),
+        payload=payload,
+    )
+    statuses = delivery_statuses or [status] * len(recipients)
+    Delivery.objects.bulk_create(
+        Delivery(
+            message=message,
+            recipient=address,
+            status=delivery_status,
+            raw_status={"delivered": "delivered"}.get(delivery_status, delivery_status),
+            delivered_at=created if delivery_status == Status.DELIVERED else None,
+            opened_at=opened_at,
+        )
+        for address, delivery_status in zip(recipients, statuses, strict=True)
+    )
+    return message
+
+
+def bulk_messages(count: int, *, recipients: int = 2) -> None:
+    """Many messages, each with deliveries and a webhook event, in a handful of queries."""
+    now = timezone.now()
+    statuses = list(Status.values)
+    rows = [
+        Message(
+            tracking_id=f"bulk-{next(_ids):06d}",
+            state=Message.State.SENT,
+            status=statuses[i % len(statuses)],
+            subject="Bulk",
+            from_email=f"care@d{i % 7}.example",
+            sender_domain=f"d{i % 7}.example",
+            recipient_count=recipients,
+            created_at=now - datetime.timedelta(hours=i % 700),
+            sent_at=now - datetime.timedelta(hours=i % 700),
+            payload={"message": {"content": {"text/plain": PHI}}} if i % 3 == 0 else None,
+        )
+        for i in range(count)
+    ]
+    Message.objects.bulk_create(rows)
+    Delivery.objects.bulk_create(
+        Delivery(
+            message=m,
+            recipient=f"r{j}-{m.tracking_id}@example.org",
+            status=m.status,
+            opened_at=now if j == 0 and m.status == Status.DELIVERED else None,
+        )
+        for m in rows
+        for j in range(recipients)
+    )
+    WebhookEvent.objects.bulk_create(
+        WebhookEvent(
+            event_name="api_mail_log_delivered",
+            dedupe_key=f"dk-{m.tracking_id}",
+            source_tracking_id=m.tracking_id,
+            message=m,
+            recipient=f"r0-{m.tracking_id}@example.org",
+            payload={"event_name": "api_mail_log_delivered", "payload": {"subject": PHI}},
+        )
+        for m in rows
+    )
+
+
+def count_queries(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200, response.status_code
+    return len(ctx.captured_queries)
+
+
+def body(response: Any) -> str:
+    return response.content.decode()
+
+
+def listed_tracking_ids(response: Any) -> set[str]:
+    return {str(m.tracking_id) for m in response.context["cl"].result_list}
+
+
+# --- The message list -----------------------------------------------------------------------------
+
+
+def test_changelist_shows_badge_sender_recipients_and_link_to_dashboard(admin_client: Client):
+    m = make_message(
+        recipients=["a@clinic.example", "b@clinic.example", "c@clinic.example"],
+        status=Status.SOFT_BOUNCED,
+        payload={"message": {"content": {"text/plain": PHI}}},
+    )
+    response = admin_client.get(reverse(CHANGELIST))
+    assert response.status_code == 200
+    html = body(response)
+    assert 'class="paubox-badge paubox-badge--soft_bounced">Soft bounced</span>' in html
+    assert m.tracking_id in html
+    assert "care@hospital.example" in html
+    assert "a@clinic.example" in html and "+2 more" in html
+    assert reverse(DASHBOARD) in html
+    assert "django_paubox/admin.css" in html
+    assert PHI not in html
+
+
+def test_first_opened_column(admin_client: Client):
+    opened = timezone.now() - datetime.timedelta(minutes=5)
+    make_message(tracking_id="opened-one", opened_at=opened)
+    make_message(tracking_id="never-opened")
+    response = admin_client.get(reverse(CHANGELIST))
+    rows = {m.tracking_id: m for m in response.context["cl"].result_list}
+    assert rows["opened-one"].first_opened_at == opened
+    assert rows["opened-one"].opened_count == 1
+    assert rows["never-opened"].first_opened_at is None
+    assert rows["never-opened"].opened_count == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"status__exact": "delivered"}, {"delivered-1"}),
+        ({"status__exact": "hard_bounced"}, {"bounced-1"}),
+        ({"state__exact": "failed"}, {"failed-1"}),
+        ({"sender_domain": "other.example"}, {"other-1"}),
+    ],
+)
+def test_filters(admin_client: Client, query: dict[str, str], expected: set[str]):
+    make_message(tracking_id="delivered-1", status=Status.DELIVERED)
+    make_message(tracking_id="bounced-1", status=Status.HARD_BOUNCED)
+    make_message(tracking_id="failed-1", status=Status.FAILED, state=Message.State.FAILED)
+    make_message(tracking_id="other-1", status=Status.SENT, from_email="x@other.example")
+    response = admin_client.get(reverse(CHANGELIST), query)
+    assert response.status_code == 200
+    assert listed_tracking_ids(response) == expected
+
+
+def test_date_filter(admin_client: Client):
+    now = timezone.now()
+    make_message(tracking_id="recent", created_at=now - datetime.timedelta(days=1))
+    make_message(tracking_id="old", created_at=now - datetime.timedelta(days=40))
+    midnight = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = str(midnight - datetime.timedelta(days=7))  # what the filter's own links send
+    response = admin_client.get(reverse(CHANGELIST), {"created_at__gte": since})
+    assert listed_tracking_ids(response) == {"recent"}
+
+
+def test_status_filter_lists_every_status(admin_client: Client):
+    make_message()
+    html = body(admin_client.get(reverse(CHANGELIST)))
+    for value, label in Status.choices:
+        assert f"status__exact={value}" in html, label
+
+
+def test_search_by_recipient_tracking_id_and_subject(admin_client: Client):
+    make_message(
+        tracking_id="t-patient",
+        recipients=["jane.doe@clinic.example", "nurse@clinic.example"],
+        subject="Lab results ready",
+    )
+    make_message(tracking_id="t-other", recipients=["someone@else.example"])
+    url = reverse(CHANGELIST)
+
+    response = admin_client.get(url, {"q": "jane.doe@clinic.example"})
+    assert listed_tracking_ids(response) == {"t-patient"}
+    # Two deliveries match "clinic.example": the message is still listed once.
+    response = admin_client.get(url, {"q": "clinic.example"})
+    assert [m.tracking_id for m in response.context["cl"].result_list] == ["t-patient"]
+    assert listed_tracking_ids(admin_client.get(url, {"q": "t-other"})) == {"t-other"}
+    assert listed_tracking_ids(admin_client.get(url, {"q": "lab results"})) == {"t-patient"}
+    assert listed_tracking_ids(admin_client.get(url, {"q": "nobody@nowhere"})) == set()
+
+
+# --- The message page -----------------------------------------------------------------------------
+
+
+def test_message_page_shows_deliveries_and_events_never_the_payload(admin_client: Client):
+    delivered = timezone.now() - datetime.timedelta(hours=2)
+    m = make_message(
+        recipients=["jane@clinic.example", "bob@clinic.example"],
+        delivery_statuses=[Status.DELIVERED, Status.HARD_BOUNCED],
+        payload={"message": {"content": {"text/plain": PHI, "text/html": f"<p>{PHI}</p>"}}},
+    )
+    Delivery.objects.filter(message=m, recipient="jane@clinic.example").update(
+        via_secure_portal=True,
+        raw_status="delivered via secure portal",
+        delivered_at=delivered,
+        opened_at=delivered + datetime.timedelta(minutes=3),
+        total_opens=4,
+        distinct_opens=2,
+        total_click_count=3,
+        clicks_per_link=[{"click_count": 3, "target_url": "https://portal.example/<x>"}],
+    )
+    WebhookEvent.objects.create(
+        event_name="api_mail_log_permanent_failure",
+        dedupe_key="dk-page",
+        source_tracking_id=m.tracking_id,
+        message=m,
+        recipient="bob@clinic.example",
+        payload={"event_name": "api_mail_log_permanent_failure", "payload": {"subject": PHI}},
+    )
+    response = admin_client.get(reverse("admin:django_paubox_message_change", args=[m.pk]))
+    assert response.status_code == 200
+    html = body(response)
+    assert "jane@clinic.example" in html and "bob@clinic.example" in html
+    assert "delivered via secure portal" in html
+    assert 'paubox-badge--hard_bounced">Hard bounced<' in html
+    assert "4 (2)" in html  # total (distinct) opens
+    assert "https://portal.example/&lt;x&gt;" in html  # escaped, and not a live link
+    assert 'href="https://portal.example' not in html
+    assert "api_mail_log_permanent_failure" in html
+    assert "Yes (it can be resent; it is never shown here)" in html
+    assert PHI not in html
+    # Read-only: no save buttons, no form inputs for the message or its inlines.
+    assert 'name="_save"' not in html
+    assert 'name="deliveries-0-recipient"' not in html
+    assert 'name="deliveries-MAX_NUM_FORMS" value="0"' in html
+    assert 'name="webhook_events-MAX_NUM_FORMS" value="0"' in html
+
+
+def test_detail_page_query_count_does_not_grow_with_deliveries(admin_client: Client):
+    few = make_message(recipients=["a@x.example"])
+    many = make_message(recipients=[f"p{i}@x.example" for i in range(60)])
+    for m in (few, many):
+        WebhookEvent.objects.bulk_create(
+            WebhookEvent(
+                event_name="api_mail_log_delivered",
+                dedupe_key=f"dk-{m.pk}-{i}",
+                message=m,
+                payload={},
+            )
+            for i in range(1 if m is few else 60)
+        )
+    url = "admin:django_paubox_message_change"
+    admin_client.get(reverse(url, args=[few.pk]))  # warm the session
+    assert count_queries(admin_client, reverse(url, args=[few.pk])) == count_queries(
+        admin_client, reverse(url, args=[many.pk])
+    )
+
+
+def test_messages_cannot_be_added_or_changed_but_can_be_deleted(admin_client: Client):
+    m = make_message()
+    assert admin_client.get(reverse("admin:django_paubox_message_add")).status_code == 403
+    change = reverse("admin:django_paubox_message_change", args=[m.pk])
+    response = admin_client.post(change, {"subject": "changed"})
+    assert response.status_code == 403
+    m.refresh_from_db()
+    assert m.subject == "Your appointment"
+    delete = reverse("admin:django_paubox_message_delete", args=[m.pk])
+    assert admin_client.get(delete).status_code == 200
+    response = admin_client.post(delete, {"post": "yes"})
+    assert response.status_code == 302
+    assert not Message.objects.filter(pk=m.pk).exists()
+    assert not Delivery.objects.filter(message_id=m.pk).exists()
+
+
+# --- Deliveries and webhook events ----------------------------------------------------------------
+
+
+def test_delivery_admin_is_read_only_and_links_to_the_message(admin_client: Client):
+    m = make_message(recipients=["jane@clinic.example"])
+    d = m.deliveries.get()
+    response = admin_client.get(reverse("admin:django_paubox_delivery_changelist"))
+    assert response.status_code == 200
+    html = body(response)
+    assert "jane@clinic.example" in html
+    assert reverse("admin:django_paubox_message_change", args=[m.pk]) in html
+    detail = admin_client.get(reverse("admin:django_paubox_delivery_change", args=[d.pk]))
+    assert detail.status_code == 200
+    assert 'name="_save"' not in body(detail)
+    assert admin_client.get(reverse("admin:django_paubox_delivery_add")).status_code == 403
+    assert (
+        admin_client.post(
+            reverse("admin:django_paubox_delivery_change", args=[d.pk]), {"recipient": "x@y.z"}
+        ).status_code
+        == 403
+    )
+
+
+def test_webhook_event_payload_is_pretty_escaped_json(admin_client: Client):
+    m = make_message()
+    event = WebhookEvent.objects.create(
+        event_name="api_mail_log_delivered",
+        dedupe_key="dk-json",
+        source_tracking_id=m.tracking_id,
+        message=m,
+        payload={"event_name": "api_mail_log_delivered", "payload": {"from": "<script>x</script>"}},
+    )
+    orphan = WebhookEvent.objects.create(
+        event_name="api_mail_log_opened",
+        dedupe_key="dk-orphan",
+        source_tracking_id="not-ours",
+        payload={},
+    )
+    url = reverse("admin:django_paubox_webhookevent_change", args=[event.pk])
+    html = body(admin_client.get(url))
+    assert '<pre class="paubox-json">' in html
+    assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script>x</script>" not in html
+    assert "\n  &quot;event_name&quot;: &quot;api_mail_log_delivered&quot;," in html
+    assert 'name="_save"' not in html
+    changelist = reverse("admin:django_paubox_webhookevent_changelist")
+    listed = admin_client.get(changelist, {"linked": "no"}).context["cl"].result_list
+    assert [e.pk for e in listed] == [orphan.pk]
+    listed = admin_client.get(changelist, {"linked": "yes"}).context["cl"].result_list
+    assert [e.pk for e in listed] == [event.pk]
+    assert admin_client.get(reverse("admin:django_paubox_webhookevent_add")).status_code == 403
+
+
+def test_webhook_subjects_hidden_when_subjects_are_not_stored(admin_client: Client, settings):
+    event = WebhookEvent.objects.create(
+        event_name="api_mail_log_delivered",
+        dedupe_key="dk-subj",
+        payload={"payload": {"subject": "Biopsy results"}},
+    )
+    url = reverse("admin:django_paubox_webhookevent_change", args=[event.pk])
+    assert "Biopsy results" in body(admin_client.get(url))
+    settings.PAUBOX = {**settings.PAUBOX, "STORE_SUBJECT": False}
+    html = body(admin_client.get(url))
+    assert "Biopsy results" not in html
+    assert "STORE_SUBJECT is off" in html
+
+
+# --- Query counts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url_name", "query"),
+    [
+        (CHANGELIST, {}),
+        (CHANGELIST, {"q": "example"}),
+        (CHANGELIST, {"status__exact": "delivered", "sender_domain": "d1.example"}),
+        (CHANGELIST, {"_facets": "1"}),
+        ("admin:django_paubox_delivery_changelist", {}),
+        ("admin:django_paubox_delivery_changelist", {"q": "example", "status__exact": "sent"}),
+        ("admin:django_paubox_webhookevent_changelist", {}),
+        ("admin:django_paubox_webhookevent_changelist", {"q": "bulk", "linked": "yes"}),
+        (DASHBOARD, {}),
+    ],
+)
+def test_query_count_is_the_same_for_10_and_500_rows(
+    admin_client: Client, url_name: str, query: dict[str, str]
+):
+    url = reverse(url_name)
+    if query:
+        url += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    bulk_messages(10)
+    admin_client.get(url)  # warm the session and the content types
+    small = count_queries(admin_client, url)
+    bulk_messages(490)
+    assert Message.objects.count() == 500
+    large = count_queries(admin_client, url)
+    assert small == large
+
+
+def test_changelist_never_loads_payloads(admin_client: Client):
+    bulk_messages(20)
+    with CaptureQueriesContext(connection) as ctx:
+        admin_client.get(reverse(CHANGELIST))
+    message_selects = [
+        q["sql"] for q in ctx.captured_queries if 'FROM "django_paubox_message"' in q["sql"]
+    ]
+    assert message_selects
+    for sql in message_selects:
+        assert '"django_paubox_message"."payload" FROM' not in sql
+        assert not re.search(r'"django_paubox_message"\."payload",', sql)
+
+
+# --- Actions --------------------------------------------------------------------------------------
+
+
+def post_action(client: Client, action: str, messages: Sequence[Message], **extra: str) -> Any:
+    data = {"action": action, "_selected_action": [m.pk for m in messages], **extra}
+    return client.post(reverse(CHANGELIST), data, follow=True)
+
+
+def flash(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_resend_refused_without_stored_content(admin_client: Client):
+    m = make_message(payload=None)
+    response = post_action(admin_client, "resend", [m])
+    assert response.status_code == 200
+    (text,) = flash(response)
+    assert "Cannot resend 1 message" in text
+    assert "content was not stored" in text and "STORE_CONTENT" in text and "HIPAA" in text
+    assert Message.objects.count() == 1
+
+
+def test_resend_refused_while_still_sending(admin_client: Client):
+    m = make_message(
+        state=Message.State.QUEUED, status=Status.QUEUED, payload={"message": {}}, tracking_id=None
+    )
+    (text,) = flash(post_action(admin_client, "resend", [m]))
+    assert "still queued or being sent" in text
+    assert Message.objects.count() == 1
+
+
+def test_resend_asks_for_confirmation_and_explains_refusals(admin_client: Client):
+    stored = make_message(payload={"message": {"content": {"text/plain": PHI}}})
+    not_stored = make_message(payload=None)
+    response = post_action(admin_client, "resend", [stored, not_stored])
+    html = body(response)
+    assert "Yes, resend 1 message" in html
+    assert stored.tracking_id in html and not_stored.tracking_id in html
+    assert "content was not stored" in html
+    assert PHI not in html
+    assert f'name="_selected_action" value="{stored.pk}"' in html
+    assert f'name="_selected_action" value="{not_stored.pk}"' not in html
+    assert Message.objects.count() == 2  # nothing sent yet
+
+
+def test_resend_needs_the_add_permission(client: Client):
+    user = User.objects.create_user("support", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_message"))
+    client.force_login(user)
+    response = client.get(reverse(CHANGELIST))
+    assert response.status_code == 200
+    choices = dict(response.context["action_form"].fields["action"].choices)
+    assert "refresh_receipts" in choices
+    assert "resend" not in choices
+    assert "delete_selected" not in choices
+
+
+def test_refresh_skips_messages_paubox_never_accepted(admin_client: Client):
+    m = make_message(state=Message.State.FAILED, status=Status.FAILED, tracking_id=None)
+    (text,) = flash(post_action(admin_client, "refresh_receipts", [m]))
+    assert "never accepted" in text
+
+
+@pytest.fixture
+def sandbox(paubox_sandbox: Any, settings) -> Any:
+    """The sandbox fixture (it points ``settings.PAUBOX`` at itself), with quick outcomes."""
+    settings.EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"
+    paubox_sandbox.processing_seconds = 0.05
+    return paubox_sandbox
+
+
+def send_one(to: str) -> Message:
+    django_mail.send_mail("Appointment", "See you on Monday.", "care@hospital.example", [to])
+    return Message.objects.latest("id")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_receipts_action_against_the_sandbox(admin_client: Client, sandbox: Any):
+    delivered = send_one("jane@clinic.example")
+    bounced = send_one("bounce@clinic.example")
+    assert delivered.tracking_id and bounced.tracking_id
+    deadline = time.monotonic() + 10
+    while True:
+        time.sleep(0.2)
+        response = post_action(admin_client, "refresh_receipts", [delivered, bounced])
+        statuses = dict(Delivery.objects.values_list("recipient", "status"))
+        if (
+            statuses
+            == {
+                "jane@clinic.example": Status.DELIVERED,
+                "bounce@clinic.example": Status.HARD_BOUNCED,
+            }
+            or time.monotonic() > deadline
+        ):
+            break
+    assert statuses["jane@clinic.example"] == Status.DELIVERED
+    assert statuses["bounce@clinic.example"] == Status.HARD_BOUNCED
+    assert any("Checked 2 messages" in text for text in flash(response))
+    html = body(admin_client.get(reverse(CHANGELIST)))
+    assert 'paubox-badge--hard_bounced">Hard bounced<' in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resend_with_stored_content_against_the_sandbox(
+    admin_client: Client, sandbox: Any, settings
+):
+    settings.PAUBOX = {**settings.PAUBOX, "STORE_CONTENT": True}
+    original = send_one("jane@clinic.example")
+    response = post_action(admin_client, "resend", [original], post="yes")
+    (text,) = flash(response)
+    assert "Resent 1 message" in text
+    new = Message.objects.exclude(pk=original.pk).get()
+    assert new.tracking_id and new.tracking_id != original.tracking_id
+    assert list(new.deliveries.values_list("recipient", flat=True)) == ["jane@clinic.example"]
+    assert len(sandbox.messages) == 2
+
+
+# --- The dashboard --------------------------------------------------------------------------------
+
+
+def test_dashboard_numbers_for_known_data(admin_client: Client, settings):
+    settings.PAUBOX = {**settings.PAUBOX, "MONTHLY_LIMIT": 10}
+    now = timezone.now()
+    today = timezone.localdate()
+    midday = timezone.make_aware(datetime.datetime.combine(today, datetime.time(12)))
+    if midday > now:
+        midday = now
+    three_days_ago = midday - datetime.timedelta(days=3)
+    # Today: 2 delivered messages (3 recipients: 2 opened, 1 via portal), 1 hard bounce.
+    make_message(recipients=["a@x.example"], created_at=midday, opened_at=midday)
+    m = make_message(recipients=["b@x.example", "c@x.example"], created_at=midday, opened_at=midday)
+    Delivery.objects.filter(message=m, recipient="c@x.example").update(
+        opened_at=None, via_secure_portal=True
+    )
+    make_message(status=Status.HARD_BOUNCED, recipients=["d@x.example"], created_at=midday)
+    # Three days ago: a soft bounce, a message still processing, one that failed to send.
+    make_message(status=Status.SOFT_BOUNCED, recipients=["e@x.example"], created_at=three_days_ago)
+    make_message(status=Status.PROCESSING, recipients=["f@x.example"], created_at=three_days_ago)
+    make_message(
+        status=Status.FAILED,
+        state=Message.State.FAILED,
+        recipients=["g@x.example"],
+        created_at=three_days_ago,
+        tracking_id=None,
+    )
+    # Outside the window: ignored by the chart and the rates.
+    make_message(recipients=["old@x.example"], created_at=now - datetime.timedelta(days=45))
+
+    data = dashboard.build_dashboard()
+    assert len(data.daily) == 30
+    assert data.daily[-1].day == today
+    assert data.daily[-1].counts == {
+        "delivered": 2,
+        "in_progress": 0,
+        "soft_bounced": 0,
+        "hard_bounced": 1,
+        "failed": 0,
+    }
+    assert data.daily[-4].counts == {
+        "delivered": 0,
+        "in_progress": 1,
+        "soft_bounced": 1,
+        "hard_bounced": 0,
+        "failed": 1,
+    }
+    assert sum(d.total for d in data.daily) == data.messages == 6
+    r = data.rates
+    assert (r.recipients, r.delivered, r.bounced, r.failed, r.in_progress) == (7, 3, 2, 1, 1)
+    assert (r.opened, r.reached, r.via_secure_portal) == (2, 3, 1)
+    assert r.delivery_rate == pytest.approx(3 / 7)
+    assert r.bounce_rate == pytest.approx(2 / 7)
+    assert r.open_rate == pytest.approx(2 / 3)
+    # Usage counts messages Paubox accepted since the first of the month.
+    expected_usage = Message.objects.filter(
+        state=Message.State.SENT, sent_at__gte=dashboard.month_start()
+    ).count()
+    assert data.usage.used == expected_usage
+    assert data.usage.limit == 10
+
+    response = admin_client.get(reverse(DASHBOARD))
+    assert response.status_code == 200
+    html = body(response)
+    assert "42.9%" in html  # delivery rate, 3 of 7
+    assert "28.6%" in html  # bounce rate, 2 of 7
+    assert "66.7%" in html  # open rate, 2 of 3
+    assert f'<strong class="paubox-figure-inline">{expected_usage}</strong> of 10' in html
+    assert f'data-day="{today.isoformat()}" data-total="3"' in html
+    assert "<svg" in html and "<script" not in html.split("<svg", 1)[1].split("</svg>", 1)[0]
+    assert "cdn" not in html.lower()
+
+
+def test_usage_counts_this_month_only_and_flags_overage():
+    now = timezone.now()
+    start = dashboard.month_start(now)
+    for _ in range(3):
+        make_message(sent_at=start + datetime.timedelta(seconds=1), created_at=start)
+    make_message(sent_at=start - datetime.timedelta(seconds=1), created_at=start)
+    make_message(state=Message.State.FAILED, status=Status.FAILED, tracking_id=None)
+    usage = dashboard.monthly_usage(dashboard.get_settings(monthly_limit=2), now=now)
+    assert usage.used == 3
+    assert (usage.over, usage.level, usage.bar_percent) == (1, "over", 100)
+    assert dashboard.monthly_usage(dashboard.get_settings(monthly_limit=300), now=now).level == "ok"
+
+
+def test_dashboard_with_no_data(admin_client: Client):
+    html = body(admin_client.get(reverse(DASHBOARD)))
+    assert "No messages in the last 30 days" in html
+    assert "—" in html  # rates with nothing to divide by
+
+
+def test_dashboard_needs_view_permission(client: Client):
+    user = User.objects.create_user("nobody", password="pw", is_staff=True)
+    client.force_login(user)
+    assert client.get(reverse(DASHBOARD)).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_message"))
+    user = User.objects.get(pk=user.pk)
+    client.force_login(user)
+    assert client.get(reverse(DASHBOARD)).status_code == 200
+
+
+def test_dashboard_requires_login(client: Client):
+    response = client.get(reverse(DASHBOARD))
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+# --- Chart geometry -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("peak", "step"), [(0, 1), (1, 1), (4, 1), (6, 2), (10, 2), (11, 5), (42, 10), (480, 100)]
+)
+def test_nice_step(peak: int, step: int):
+    assert dashboard.nice_step(peak) == step
+
+
+def test_chart_stacks_segments_to_scale():
+    days = [
+        dashboard.DaySends(datetime.date(2024, 1, 1) + datetime.timedelta(days=i))
+        for i in range(30)
+    ]
+    days[5].counts.update(delivered=6, hard_bounced=2, in_progress=1)
+    days[29].counts.update(failed=3)
+    chart = dashboard.build_chart(days)
+    assert chart.y_max == 10
+    assert [t.value for t in chart.ticks] == [0, 2, 4, 6, 8, 10]
+    bar = chart.bars[5]
+    assert [s.outcome for s in bar.segments] == ["delivered", "in_progress", "hard_bounced"]
+    assert sum(s.height for s in bar.segments) == pytest.approx(
+        chart.plot_height * 9 / 10, abs=0.05
+    )
+    assert bar.segments[0].y + bar.segments[0].height == pytest.approx(chart.bottom_y)
+    for lower, upper in zip(bar.segments, bar.segments[1:], strict=False):
+        assert upper.y + upper.height == pytest.approx(lower.y, abs=0.02)
+    assert chart.bars[29].show_label and chart.bars[24].show_label and not chart.bars[28].show_label
+    assert all(chart.left <= b.x and b.x + b.width <= chart.right for b in chart.bars)
+    assert not chart.empty
+    assert dashboard.build_chart([dashboard.DaySends(datetime.date(2024, 1, 1))]).empty
+
+
+def test_every_status_belongs_to_one_outcome():
+    for status in Status.values:
+        assert sum(status in o.statuses for o in dashboard.OUTCOMES) == 1
+    assert dashboard.outcome_of("something new") == "in_progress"

@@ -1,0 +1,284 @@
+"""PauboxEmailBackend against the sandbox over real HTTP: Django's contract, bulk batching,
+records, failure handling, and no secrets or PHI in errors and logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_paubox.backends import PauboxEmailBackend
+from django_paubox.exceptions import (
+    PauboxAPIError,
+    PauboxConnectionError,
+    PauboxPayloadError,
+)
+from django_paubox.models import Delivery, Message
+from django_paubox.statuses import Status
+
+pytestmark = pytest.mark.django_db(transaction=False)
+
+SECRET_BODY = "Patient Jane Roe, MRN 4411, HIV result"
+FROM = "Clinic <reminders@clinic.example>"
+
+
+def make(n: int = 1, **kw) -> list[EmailMessage]:
+    return [
+        EmailMessage(
+            kw.get("subject", f"Reminder {i}"),
+            kw.get("body", f"Body {i}"),
+            kw.get("from_email", FROM),
+            kw.get("to", [f"patient{i}@example.com"]),
+            cc=kw.get("cc"),
+            bcc=kw.get("bcc"),
+        )
+        for i in range(n)
+    ]
+
+
+def bulk_posts(sandbox) -> int:
+    return sum(1 for method, path in sandbox.requests if path.endswith("/bulk_messages"))
+
+
+def single_posts(sandbox) -> int:
+    return sum(1 for method, path in sandbox.requests if path.endswith("/messages"))
+
+
+def test_send_mail_sends_records_and_tags_the_message(paubox_sandbox):
+    message = EmailMultiAlternatives(
+        "Appointment", "Text body", FROM, ["Ada <ada@example.com>"],
+        cc=["cc@example.com"], bcc=["bcc@example.com"], reply_to=["desk@clinic.example"],
+        headers={"X-Clinic": "north"},
+    )
+    message.attach_alternative("<p>Html</p>", "text/html")
+    message.attach("note.txt", b"hello", "text/plain")
+    assert message.send() == 1
+
+    captured = paubox_sandbox.last_message
+    assert message.paubox_tracking_id == captured.tracking_id
+    assert captured.message["recipients"] == ["Ada <ada@example.com>"]
+    assert captured.message["headers"]["X-Clinic"] == "north"
+    assert captured.message["attachments"][0]["fileName"] == "note.txt"
+
+    row = Message.objects.get()
+    assert row == message.paubox_message
+    assert (row.tracking_id, row.state, row.status) == (captured.tracking_id, "sent", "sent")
+    assert row.subject == "Appointment"
+    assert row.sender_domain == "clinic.example"
+    assert row.recipient_count == 3
+    assert row.payload is None  # no PHI at rest by default
+    assert sorted(row.deliveries.values_list("kind", "recipient", "status")) == [
+        ("bcc", "bcc@example.com", "sent"),
+        ("cc", "cc@example.com", "sent"),
+        ("to", "ada@example.com", "sent"),
+    ]
+
+
+def test_message_row_exists_before_paubox_is_called(paubox_sandbox):
+    seen: list[int] = []
+
+    class Spy(PauboxEmailBackend):
+        def open(self):
+            seen.append(Message.objects.filter(state=Message.State.SENDING).count())
+            return super().open()
+
+    Spy().send_messages(make(1))
+    assert seen == [1]
+
+
+def test_bulk_batches_of_fifty_in_order(paubox_sandbox):
+    messages = make(120)
+    assert get_connection().send_messages(messages) == 120
+    assert bulk_posts(paubox_sandbox) == 3
+    assert single_posts(paubox_sandbox) == 0
+    captured = {m.tracking_id: m for m in paubox_sandbox.messages}
+    for message in messages:  # ids assigned in order: each id belongs to its own message
+        assert captured[message.paubox_tracking_id].recipients == [message.to[0]]
+        assert message.paubox_message.tracking_id == message.paubox_tracking_id
+    assert Message.objects.filter(state="sent").count() == 120
+    assert Delivery.objects.filter(status=Status.SENT).count() == 120
+
+
+def test_batch_size_is_a_setting(paubox_sandbox, settings):
+    settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
+    assert get_connection().send_messages(make(25)) == 25
+    assert bulk_posts(paubox_sandbox) == 3
+
+
+def queries_for(n: int) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        assert get_connection().send_messages(make(n)) == n
+    return len(ctx.captured_queries)
+
+
+def test_bulk_query_count_grows_with_batches_not_messages(paubox_sandbox):
+    assert queries_for(50) == queries_for(2)
+    assert queries_for(100) <= 2 * queries_for(50)
+
+
+def test_messages_without_recipients_are_skipped(paubox_sandbox):
+    empty = EmailMessage("No one", "body", FROM, [])
+    assert get_connection().send_messages([empty, *make(1)]) == 1
+    assert Message.objects.count() == 1
+    assert not hasattr(empty, "paubox_tracking_id")
+    assert get_connection().send_messages([]) == 0
+
+
+def test_rejected_batch_is_retried_one_by_one(paubox_sandbox):
+    paubox_sandbox.fail_next(400, count=1)
+    messages = make(3)
+    assert get_connection().send_messages(messages) == 3
+    assert bulk_posts(paubox_sandbox) == 1
+    assert single_posts(paubox_sandbox) == 3
+    assert all(m.paubox_tracking_id for m in messages)
+
+
+def test_one_bad_message_in_a_rejected_batch_does_not_sink_the_others(paubox_sandbox):
+    # The batch is refused, then the one-by-one retry of the second message is refused too.
+    paubox_sandbox.fail_next(400, count=1, endpoint="bulk_messages")
+    messages = make(3)
+    paubox_sandbox.fail_next(422, count=1, endpoint="messages")
+    backend = get_connection(fail_silently=True)
+    assert backend.send_messages(messages) == 2
+    failed = Message.objects.get(state="failed")
+    assert failed.error_status == 422
+    assert "422" in failed.error
+    assert Message.objects.filter(state="sent").count() == 2
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 422])
+def test_api_errors_fail_the_row_with_paubox_details(paubox_sandbox, status):
+    paubox_sandbox.fail_next(status, count=1)
+    with pytest.raises(PauboxAPIError) as info:
+        mail.send_mail("s", SECRET_BODY, FROM, ["a@example.com"])
+    assert info.value.status == status
+    row = Message.objects.get()
+    assert (row.state, row.status, row.error_status) == ("failed", "failed", status)
+    assert str(info.value) == row.error
+    assert row.deliveries.get().status == Status.FAILED
+
+
+def test_fail_silently_swallows_and_still_records(paubox_sandbox):
+    paubox_sandbox.fail_next(503, count=1)
+    assert mail.send_mail("s", "b", FROM, ["a@example.com"], fail_silently=True) == 0
+    assert Message.objects.get().state == "failed"
+
+
+def test_wrong_key_401_names_settings_never_the_key(paubox_sandbox, settings, caplog):
+    settings.PAUBOX = {**settings.PAUBOX, "API_KEY": "wrong-key-xyz-123"}
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(PauboxAPIError) as info:
+        mail.send_mail("s", "b", FROM, ["a@example.com"])
+    assert info.value.status == 401
+    assert 'PAUBOX["API_KEY"]' in str(info.value)
+    row = Message.objects.get()
+    for text in (str(info.value), repr(info.value), row.error, caplog.text):
+        assert "wrong-key-xyz-123" not in text
+
+
+def test_5xx_on_bulk_fails_that_batch_and_the_rest_unattempted(paubox_sandbox, settings):
+    settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
+    paubox_sandbox.fail_next(503, count=1, endpoint="bulk_messages")
+    messages = make(30)
+    with pytest.raises(PauboxAPIError):
+        get_connection().send_messages(messages)
+    assert bulk_posts(paubox_sandbox) == 1  # no timeouts piled up while Paubox is down
+    assert Message.objects.filter(state="failed").count() == 30
+    assert Message.objects.filter(error__contains="not attempted").count() == 20
+    assert all(m.paubox_tracking_id is None for m in messages)
+
+
+def test_timeout_after_sending_is_reported_as_maybe_sent(paubox_sandbox, settings):
+    settings.PAUBOX = {**settings.PAUBOX, "TIMEOUT": (2, 0.3)}
+    paubox_sandbox.fail_next_with("timeout", count=1)
+    with pytest.raises(PauboxConnectionError) as info:
+        mail.send_mail("s", "b", FROM, ["a@example.com"])
+    assert info.value.may_have_been_sent
+    row = Message.objects.get()
+    assert row.state == "failed" and "may have reached Paubox" in row.error
+
+
+def test_dropped_connection_fails_the_row(paubox_sandbox):
+    paubox_sandbox.fail_next_with("drop", count=1)
+    with pytest.raises(PauboxConnectionError):
+        mail.send_mail("s", "b", FROM, ["a@example.com"])
+    assert Message.objects.get().state == "failed"
+
+
+def test_unreachable_paubox_fails_the_row_as_not_sent(db, settings):
+    settings.PAUBOX = {"API_KEY": "k", "API_USERNAME": "u", "API_URL": "http://127.0.0.1:9/v1/",
+                       "MAX_RETRIES": 0}
+    with pytest.raises(PauboxConnectionError) as info:
+        mail.send_mail("s", "b", FROM, ["a@example.com"])
+    assert info.value.may_have_been_sent is False
+    assert "did not reach Paubox" in Message.objects.get().error
+
+
+def test_invalid_message_fails_before_any_http(paubox_sandbox):
+    bad = EmailMessage("s", "", FROM, ["a@example.com"])  # no content at all
+    with pytest.raises(PauboxPayloadError):
+        get_connection().send_messages([bad])
+    assert paubox_sandbox.requests == []
+    row = Message.objects.get()
+    assert row.state == "failed" and row.error and row.error_status is None
+    assert bad.paubox_tracking_id is None
+
+
+def test_invalid_message_in_a_bulk_send_does_not_stop_the_others(paubox_sandbox):
+    bad = EmailMessage("s", "b", FROM, ["not-an-address"])
+    good = make(2)
+    backend = get_connection(fail_silently=True)
+    assert backend.send_messages([good[0], bad, good[1]]) == 2
+    assert len(paubox_sandbox.messages) == 2
+    assert Message.objects.get(state="failed").deliveries.get().recipient == "not-an-address"
+
+
+def test_connection_is_opened_and_closed_once(paubox_sandbox):
+    with get_connection() as backend:
+        client = backend.client
+        backend.send_messages(make(1))
+        backend.send_messages(make(2))
+        assert backend.client is client
+    assert backend.client is None
+
+
+def test_store_content_and_store_subject_settings(paubox_sandbox, settings):
+    settings.PAUBOX = {**settings.PAUBOX, "STORE_CONTENT": True, "STORE_SUBJECT": False}
+    mail.send_mail("Private subject", SECRET_BODY, FROM, ["a@example.com"])
+    row = Message.objects.get()
+    assert row.subject == ""
+    assert row.payload["message"]["content"]["text/plain"] == SECRET_BODY
+
+
+def test_no_phi_in_logs_or_errors(paubox_sandbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    paubox_sandbox.fail_next(500, count=1)
+    messages = make(2, subject="Subject about HIV", body=SECRET_BODY)
+    messages[0].attach("labs.pdf", SECRET_BODY.encode(), "application/pdf")
+    backend = get_connection(fail_silently=True)
+    backend.send_messages(messages)
+    assert caplog.records, "the failure should have been logged"
+    for record in caplog.records:
+        assert SECRET_BODY not in record.getMessage()
+        assert "HIV" not in record.getMessage()
+    assert all(SECRET_BODY not in m.error for m in Message.objects.all())
+
+
+def test_per_message_paubox_options_reach_paubox(paubox_sandbox):
+    message = make(1)[0]
+    message.paubox_force_secure_notification = True
+    message.paubox_allow_non_tls = True
+    message.send()
+    sent = paubox_sandbox.last_message.message
+    assert sent["forceSecureNotification"] is True
+    assert sent["allowNonTLS"] is True
+
+
+def test_per_connection_credentials(paubox_sandbox, settings):
+    settings.PAUBOX = {**settings.PAUBOX, "API_KEY": "wrong"}
+    connection = get_connection(api_key=paubox_sandbox.api_key)
+    assert connection.send_messages(make(1)) == 1
