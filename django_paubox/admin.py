@@ -33,7 +33,7 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import formats
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
@@ -59,8 +59,12 @@ def status_badge(status: str) -> SafeString:
     return format_html('<span class="paubox-badge paubox-badge--{}">{}</span>', css, label)
 
 
-def _datetime(value: Any) -> str:
-    return formats.localize(value) if value else EMPTY
+def short_datetime(value: Any) -> SafeString | str:
+    """A compact local date and time that does not wrap inside a table cell."""
+    if not value:
+        return EMPTY
+    text = formats.date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT")
+    return format_html('<span class="paubox-nowrap">{}</span>', text)
 
 
 def _admin_link(model: type[Any], pk: Any, text: str) -> SafeString:
@@ -118,7 +122,8 @@ class ReadOnlyInline(ReadOnlyAdminMixin):
     extra = 0
     max_num = 0
     can_delete = False
-    show_change_link = True
+    show_change_link = False
+    classes = ("paubox-inline",)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -128,20 +133,18 @@ class ReadOnlyInline(ReadOnlyAdminMixin):
 
 
 class DeliveryInline(ReadOnlyInline, admin.TabularInline):
+    """Every recipient of the message: the answer to "did they get it, and when?"."""
+
     model = Delivery
-    verbose_name = "delivery"
     fields = (
         "recipient",
         "kind",
         "status_badge",
         "raw_status",
         "via_secure_portal",
-        "delivered_at",
-        "opened_at",
-        "opens",
-        "total_click_count",
-        "clicks",
-        "unsubscribed",
+        "delivered",
+        "opened",
+        "engagement",
     )
     readonly_fields = fields
 
@@ -149,41 +152,62 @@ class DeliveryInline(ReadOnlyInline, admin.TabularInline):
     def status_badge(self, obj: Delivery) -> SafeString:
         return status_badge(obj.status)
 
-    @admin.display(description="Opens (distinct)")
-    def opens(self, obj: Delivery) -> str:
-        if obj.total_opens is None and obj.distinct_opens is None:
-            return EMPTY
-        distinct = EMPTY if obj.distinct_opens is None else obj.distinct_opens
-        return f"{obj.total_opens if obj.total_opens is not None else EMPTY} ({distinct})"
+    @admin.display(description="Delivered")
+    def delivered(self, obj: Delivery) -> SafeString | str:
+        return short_datetime(obj.delivered_at)
 
-    @admin.display(description="Clicks per link")
-    def clicks(self, obj: Delivery) -> SafeString | str:
-        return clicks_list(obj.clicks_per_link)
+    @admin.display(description="Opened")
+    def opened(self, obj: Delivery) -> SafeString | str:
+        return short_datetime(obj.opened_at)
+
+    @admin.display(description="Opens, clicks")
+    def engagement(self, obj: Delivery) -> SafeString | str:
+        return engagement(obj)
+
+
+def engagement(obj: Delivery) -> SafeString | str:
+    """Paubox's counters (single-recipient messages only) in one cell; a dash when absent."""
+    parts = []
+    if obj.total_opens is not None:
+        distinct = f" ({obj.distinct_opens} distinct)" if obj.distinct_opens is not None else ""
+        parts.append(f"{obj.total_opens} open{'s' if obj.total_opens != 1 else ''}{distinct}")
+    if obj.total_click_count is not None:
+        n = obj.total_click_count
+        parts.append(f"{n} click{'s' if n != 1 else ''}")
+    if obj.unsubscribed:
+        parts.append("unsubscribed")
+    if not parts and not obj.clicks_per_link:
+        return EMPTY
+    clicks = clicks_list(obj.clicks_per_link) if obj.clicks_per_link else ""
+    return format_html("{}{}", ", ".join(parts), clicks)
 
 
 class WebhookEventInline(ReadOnlyInline, admin.TabularInline):
     model = WebhookEvent
-    verbose_name = "webhook event"
-    fields = ("event_name", "recipient", "occurred_at", "received_at")
+    fields = ("event", "recipient", "occurred", "received")
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEvent]:
         return super().get_queryset(request).defer("payload")
+
+    @admin.display(description="Event")
+    def event(self, obj: WebhookEvent) -> SafeString:
+        return _admin_link(WebhookEvent, obj.pk, obj.event_name)
+
+    @admin.display(description="Occurred")
+    def occurred(self, obj: WebhookEvent) -> SafeString | str:
+        return short_datetime(obj.occurred_at)
+
+    @admin.display(description="Received")
+    def received(self, obj: WebhookEvent) -> SafeString | str:
+        return short_datetime(obj.received_at)
 
 
 # --- Messages ---------------------------------------------------------------------------------
 
 
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = (
-        "disposition",
-        "tracking",
-        "from_email",
-        "recipients",
-        "opened",
-        "sent_at",
-        "created_at",
-    )
+    list_display = ("disposition", "tracking", "sender", "recipients", "opened", "when")
     list_display_links = ("tracking",)
     list_filter = ("status", "state", "created_at", "sender_domain")
     search_fields = ("tracking_id", "deliveries__recipient", "subject", "from_email")
@@ -268,9 +292,37 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def disposition(self, obj: Message) -> SafeString:
         return status_badge(obj.status)
 
+    def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> Any:
+        """The error, when there is one, right under the status."""
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and (obj.error or obj.error_status):
+            fieldsets.insert(1, self.error_fieldset)
+        return fieldsets
+
     @admin.display(description="Tracking id", ordering="tracking_id")
-    def tracking(self, obj: Message) -> str:
-        return obj.tracking_id or f"(none) #{obj.pk}"
+    def tracking(self, obj: Message) -> SafeString:
+        tracking_id = obj.tracking_id
+        if tracking_id:
+            # Paubox's ids are 36-character UUIDs: the first 8 tell rows apart; the full id is
+            # in the tooltip, on the message page, and searchable.
+            short = f"{tracking_id[:8]}\u2026" if len(tracking_id) > 12 else tracking_id
+            return format_html(
+                '<span class="paubox-tracking" title="{}">{}</span>', tracking_id, short
+            )
+        return format_html('#{} <span class="paubox-muted">(no tracking id)</span>', obj.pk)
+
+    @admin.display(description="From", ordering="from_email")
+    def sender(self, obj: Message) -> SafeString:
+        return format_html('<span class="paubox-nowrap">{}</span>', obj.from_email)
+
+    @admin.display(description="Sent", ordering="created_at")
+    def when(self, obj: Message) -> SafeString | str:
+        """When Paubox accepted it; for messages it never accepted, when they were created."""
+        if obj.sent_at:
+            return short_datetime(obj.sent_at)
+        return format_html(
+            '{} <span class="paubox-muted">(not sent)</span>', short_datetime(obj.created_at)
+        )
 
     @admin.display(description="Recipients", ordering="recipient_count")
     def recipients(self, obj: Message) -> SafeString | str:
@@ -279,7 +331,11 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return str(obj.recipient_count) if obj.recipient_count else EMPTY
         more = obj.recipient_count - 1
         if more > 0:
-            return format_html('{} <span class="paubox-muted">+{} more</span>', first, more)
+            return format_html(
+                '<span class="paubox-nowrap">{} <span class="paubox-muted">+{} more</span></span>',
+                first,
+                more,
+            )
         return first
 
     @admin.display(description="First opened", ordering="first_opened_at")
@@ -291,11 +347,11 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if obj.recipient_count > 1:
             return format_html(
                 '{} <span class="paubox-muted">({} of {})</span>',
-                _datetime(at),
+                short_datetime(at),
                 count,
                 obj.recipient_count,
             )
-        return _datetime(at)
+        return short_datetime(at)
 
     @admin.display(description="Content stored")
     def content(self, obj: Message) -> str:

@@ -16,10 +16,11 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
+from django.db import transaction
 
 from . import payload as payloads
 from . import records
-from .client import PauboxClient
+from .client import BulkItemError, PauboxClient
 from .conf import PauboxSettings, get_settings
 from .exceptions import PauboxAPIError, PauboxConnectionError, PauboxError, PauboxPayloadError
 from .models import Message
@@ -45,6 +46,8 @@ class Prepared:
 class DispatchResult:
     sent: list[Prepared] = field(default_factory=list)
     failed: list[Prepared] = field(default_factory=list)
+    #: Back in the outbox after a transient failure (only with ``requeue_transient``).
+    requeued: list[Prepared] = field(default_factory=list)
 
     @property
     def first_error(self) -> PauboxError | None:
@@ -61,9 +64,20 @@ class Dispatcher:
     being attempted: when Paubox is down, each further batch would only wait for a timeout.
     """
 
-    def __init__(self, client: PauboxClient, conf: PauboxSettings) -> None:
+    def __init__(
+        self,
+        client: PauboxClient,
+        conf: PauboxSettings,
+        *,
+        requeue_transient: bool = False,
+        retry_delay: float = 0.0,
+    ) -> None:
         self.client = client
         self.conf = conf
+        #: The outbox's mode: a transient failure puts the message back in the queue, to be
+        #: retried after ``retry_delay`` seconds, instead of failing it.
+        self.requeue_transient = requeue_transient
+        self.retry_delay = retry_delay
 
     def dispatch(self, prepared: Sequence[Prepared]) -> DispatchResult:
         result = DispatchResult()
@@ -135,18 +149,49 @@ class Dispatcher:
         sent = [item for item in items if item.tracking_id]
         failed = [item for item in items if not item.tracking_id]
         records.mark_sent([(item.row, item.tracking_id or "") for item in sent], self.conf)
+        if self.requeue_transient:
+            transient = [item for item in failed if is_transient(item.error, self.conf)]
+            failed = [item for item in failed if item not in transient]
+            for error_text, group in _group_by_error(transient):
+                requeued = records.requeue(
+                    [item.row for item in group],
+                    group[0].error or error_text,
+                    self.conf,
+                    delay=self.retry_delay,
+                )
+                result.requeued.extend(item for item in group if item.row in requeued)
+                # The rest used up their attempts: requeue() has failed them with that reason.
+                result.failed.extend(item for item in group if item.row not in requeued)
         for error_text, group in _group_by_error(failed):
             records.mark_failed([item.row for item in group], group[0].error or error_text, self.conf)
         for item in items:
-            if item.email is not None:
-                item.email.paubox_tracking_id = item.tracking_id  # type: ignore[attr-defined]
-                item.email.paubox_message = item.row  # type: ignore[attr-defined]
+            _tag(item)
         result.sent.extend(sent)
         result.failed.extend(failed)
         if failed:
             logger.warning(
                 "Paubox: %d message(s) not sent: %s", len(failed), failed[0].error or "unknown"
             )
+
+
+def _tag(item: Prepared) -> None:
+    """The user's handle on a send: ``paubox_tracking_id`` and ``paubox_message``."""
+    if item.email is not None:
+        item.email.paubox_tracking_id = item.tracking_id  # type: ignore[attr-defined]
+        item.email.paubox_message = item.row  # type: ignore[attr-defined]
+
+
+def is_transient(error: PauboxError | None, conf: PauboxSettings) -> bool:
+    """Whether sending again later is right: Paubox was failing, not the message.
+
+    A request that may have reached Paubox counts only with ``RESEND_AMBIGUOUS``: Paubox has no
+    idempotency key, so resending it could deliver the message twice.
+    """
+    if isinstance(error, PauboxConnectionError):
+        return not error.may_have_been_sent or conf.resend_ambiguous
+    if isinstance(error, BulkItemError):
+        return False
+    return isinstance(error, PauboxAPIError) and error.retryable
 
 
 def _chunks(items: Sequence[Prepared], size: int) -> Iterator[Sequence[Prepared]]:
@@ -183,9 +228,13 @@ class PauboxBackendBase(BaseEmailBackend):
         self.conf = get_settings(**self._overrides)
         self.conf.require_credentials()
 
-    def prepare(self, email_messages: Sequence[EmailMessage], *, keep_payload: bool) -> tuple[
-        list[Prepared], list[Prepared]
-    ]:
+    def prepare(
+        self,
+        email_messages: Sequence[EmailMessage],
+        *,
+        keep_payload: bool,
+        state: str = Message.State.SENDING,
+    ) -> tuple[list[Prepared], list[Prepared]]:
         """Rows for every message with recipients: (ready to send, refused before sending).
 
         All rows are written with two bulk inserts, before Paubox is called.
@@ -207,6 +256,7 @@ class PauboxBackendBase(BaseEmailBackend):
                for email, _ in refused],
             self.conf,
             keep_payload=keep_payload,
+            state=state,
         )
         prepared = [
             Prepared(row=row, payload=body, email=email)
@@ -216,6 +266,9 @@ class PauboxBackendBase(BaseEmailBackend):
             Prepared(row=row, payload={}, email=email, error=error)
             for row, (email, error) in zip(rows[len(ready) :], refused)
         ]
+        for item in failed:
+            records.mark_failed([item.row], item.error or "refused", self.conf)
+            _tag(item)
         return prepared, failed
 
 
@@ -254,11 +307,6 @@ class PauboxEmailBackend(PauboxBackendBase):
         if not email_messages:
             return 0
         prepared, refused = self.prepare(email_messages, keep_payload=False)
-        for item in refused:
-            records.mark_failed([item.row], item.error or "refused", self.conf)
-            if item.email is not None:
-                item.email.paubox_tracking_id = None  # type: ignore[attr-defined]
-                item.email.paubox_message = item.row  # type: ignore[attr-defined]
         result = DispatchResult(failed=list(refused))
         if prepared:
             new_connection = self.open()
@@ -274,6 +322,36 @@ class PauboxEmailBackend(PauboxBackendBase):
         if error is not None and not self.fail_silently:
             raise error
         return len(result.sent)
+
+
+class PauboxCeleryEmailBackend(PauboxBackendBase):
+    """A transactional outbox: ``send_messages`` only writes rows, and Celery sends them.
+
+    The rows (with the payload, until Paubox accepts it) commit with the caller's transaction,
+    and the task is enqueued on commit: a rolled-back transaction sends nothing, and a message
+    whose task was lost is found by ``sweep_outbox``. Returns the number of messages queued;
+    ``paubox_tracking_id`` is ``None`` until a worker has sent the message (see
+    ``paubox_message.tracking_id`` then).
+    """
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        if not email_messages:
+            return 0
+        prepared, refused = self.prepare(
+            email_messages, keep_payload=True, state=Message.State.QUEUED
+        )
+        for item in prepared:
+            _tag(item)
+        ids = [item.row.pk for item in prepared]
+        if ids:
+            from .outbox import enqueue
+
+            batch_size = self.conf.batch_size
+            transaction.on_commit(lambda: enqueue(ids, batch_size))
+        error = next((item.error for item in refused if item.error is not None), None)
+        if error is not None and not self.fail_silently:
+            raise error
+        return len(prepared)
 
 
 def resend_stored(message: Message) -> Message:

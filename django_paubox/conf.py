@@ -67,6 +67,13 @@ class PauboxSettings:
     #: Celery outbox: re-enqueue messages left queued longer than this.
     outbox_stale_seconds: float = 300.0
     send_max_attempts: int = 5
+    #: Celery outbox: resend a message whose send may have reached Paubox (at least once)
+    #: instead of failing it (at most once). Paubox has no idempotency key.
+    resend_ambiguous: bool = False
+    #: Celery outbox: first retry after about this many seconds, doubling with each attempt...
+    outbox_retry_delay: float = 10.0
+    #: ...up to this many seconds.
+    outbox_retry_delay_max: float = 600.0
 
     @property
     def base_url(self) -> str:

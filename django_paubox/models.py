@@ -41,6 +41,10 @@ class Message(models.Model):
         null=True, blank=True, help_text="HTTP status of Paubox's refusal, if it answered."
     )
     attempts = models.PositiveSmallIntegerField(default=0)
+    #: Outbox: when a queued message may next be sent (a retry waits for its back-off).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    #: Outbox: when a worker claimed the message; a stale claim means the worker died.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     #: Paubox payload (PHI): kept while queued, or after sending when STORE_CONTENT is set.
     payload = models.JSONField(null=True, blank=True, editable=False)
     receipt_checked_at = models.DateTimeField(null=True, blank=True)

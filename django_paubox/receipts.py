@@ -204,7 +204,7 @@ def refresh_receipts(
     """Ask Paubox for the receipts of ``messages`` concurrently and apply them.
 
     At most ``RECEIPT_CONCURRENCY`` requests are in flight; receipts are applied in the calling
-    thread, ``batch_size`` per transaction, forward-only (:func:`records.apply_receipt`).
+    thread, ``batch_size`` per transaction, forward-only (:func:`records.apply_receipts`).
     ``client`` defaults to a new :class:`~django_paubox.client.PauboxClient` (closed at the
     end); a given client is left open. ``progress(done, total)`` is called after each answer.
     """
@@ -315,9 +315,9 @@ def _is_later(error: BaseException, sent_at: datetime, now: datetime) -> bool:
 def _apply_batch(results: list[_Result], conf: PauboxSettings, summary: RefreshSummary) -> None:
     """Apply one batch of answers in one transaction; reschedule every message in it.
 
-    Message rows are locked in primary-key order first, so two refreshes running at once
-    serialise per message instead of deadlocking, and never regress a status (apply_receipt
-    is forward-only besides).
+    Message rows are locked in primary-key order first (as :func:`records.apply_receipts`
+    does), so two refreshes running at once serialise per message instead of deadlocking, and
+    never regress a status (applying is forward-only besides).
     """
     results = sorted(results, key=lambda r: r.target.pk)
     later_pks: list[int] = []
@@ -330,37 +330,57 @@ def _apply_batch(results: list[_Result], conf: PauboxSettings, summary: RefreshS
             .order_by("pk")
         }
         touched: list[Message] = []
+        answered: list[tuple[Message, _Result]] = []
         for result in results:
             message = locked.get(result.target.pk)
             if message is None:  # purged while we asked
                 continue
             summary.checked += 1
             touched.append(message)
-            tracking_id = result.target.tracking_id
-            if result.error is not None:
-                if _is_later(result.error, result.target.sent_at, now):
-                    summary.not_found_yet += 1
-                    later_pks.append(message.pk)
-                else:
-                    _count_error(summary, tracking_id, result.error)
+            if result.error is None:
+                answered.append((message, result))
+            elif _is_later(result.error, result.target.sent_at, now):
+                summary.not_found_yet += 1
+                later_pks.append(message.pk)
+            else:
+                _count_error(summary, result.target.tracking_id, result.error)
+        for (_, result), changed in zip(answered, _apply_receipts(answered, summary), strict=True):
+            if changed is None:
                 continue
-            try:
-                with transaction.atomic():
-                    changed = records.apply_receipt(message, result.body)
-            except Exception as error:  # a receipt we cannot apply must not stop the others
-                logger.exception(
-                    "Paubox receipt for %s could not be applied (%s)",
-                    tracking_id,
-                    type(error).__name__,
-                )
-                _count_error(summary, tracking_id, error)
-                continue
-            summary.changed += len(changed or ())
+            summary.changed += len(changed)
             if _asks_to_check_back(result.body):
                 summary.not_found_yet += 1
         if later_pks:
             Message.objects.filter(pk__in=later_pks).update(receipt_checked_at=now)
         _reschedule(touched, now, conf, summary)
+
+
+def _apply_receipts(
+    answered: list[tuple[Message, _Result]], summary: RefreshSummary
+) -> list[list[Delivery] | None]:
+    """All receipts of a batch at once; should that fail, one by one, so that one receipt we
+    cannot apply costs only itself (``None`` in its place, counted as an error)."""
+    if not answered:
+        return []
+    try:
+        with transaction.atomic():
+            return list(records.apply_receipts([(m, r.body) for m, r in answered]))
+    except Exception:
+        logger.warning("Paubox receipts: a batch failed to apply; applying one by one")
+    out: list[list[Delivery] | None] = []
+    for message, result in answered:
+        try:
+            with transaction.atomic():
+                out.append(records.apply_receipt(message, result.body))
+        except Exception as error:
+            logger.exception(
+                "Paubox receipt for %s could not be applied (%s)",
+                result.target.tracking_id,
+                type(error).__name__,
+            )
+            _count_error(summary, result.target.tracking_id, error)
+            out.append(None)
+    return out
 
 
 def _count_error(summary: RefreshSummary, tracking_id: str, error: BaseException) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .conf import PauboxSettings
@@ -49,6 +49,7 @@ def create_messages(
             sender_domain=_sender_domain(from_email),
             recipient_count=len(recipients),
             created_at=now,
+            next_attempt_at=now if state == Message.State.QUEUED else None,
             payload=payload if (keep_payload or conf.store_content) else None,
         )
         for subject, from_email, recipients, payload in prepared
@@ -135,6 +136,90 @@ def mark_failed(
         ).update(status=Status.FAILED, updated_at=now)
 
 
+def requeue(
+    messages: Sequence[Message], error: BaseException | str, conf: PauboxSettings, *, delay: float
+) -> list[Message]:
+    """Put messages back in the outbox after a transient failure; returns those requeued.
+
+    A message that has used up ``SEND_MAX_ATTEMPTS`` is marked failed instead, with the reason.
+    Its payload stays, since the next attempt needs it.
+    """
+    exhausted = [m for m in messages if m.attempts + 1 >= conf.send_max_attempts]
+    if exhausted:
+        mark_failed(exhausted, f"{error} (gave up after {conf.send_max_attempts} attempts)", conf)
+    retry = [m for m in messages if m not in exhausted]
+    if not retry:
+        return []
+    next_attempt = timezone.now() + timezone.timedelta(seconds=delay)
+    for message in retry:
+        message.state = Message.State.QUEUED
+        message.attempts += 1
+        message.error = str(error)
+        message.error_status = _status_of(error)
+        message.claimed_at = None
+        message.next_attempt_at = next_attempt
+    Message.objects.bulk_update(
+        retry, ["state", "attempts", "error", "error_status", "claimed_at", "next_attempt_at"]
+    )
+    return retry
+
+
+def _status_of(error: BaseException | str) -> int | None:
+    status = getattr(error, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def claim_queued(message_ids: Sequence[int]) -> list[Message]:
+    """Claim queued messages for one worker: they become ``sending``, and no other worker gets
+    them. Uses ``SELECT ... FOR UPDATE SKIP LOCKED`` where the database has it (PostgreSQL);
+    elsewhere the state check in the UPDATE keeps two workers from sending the same row."""
+    now = timezone.now()
+    with transaction.atomic():
+        queryset = Message.objects.filter(pk__in=list(message_ids), state=Message.State.QUEUED)
+        if connection.features.has_select_for_update_skip_locked:
+            queryset = queryset.select_for_update(skip_locked=True)
+        ids = list(queryset.order_by("pk").values_list("pk", flat=True))
+        claimed = Message.objects.filter(pk__in=ids, state=Message.State.QUEUED).update(
+            state=Message.State.SENDING, claimed_at=now
+        )
+    if claimed != len(ids):  # lost a race on a database without SKIP LOCKED: re-read
+        return list(Message.objects.filter(pk__in=ids, state=Message.State.SENDING, claimed_at=now))
+    return list(Message.objects.filter(pk__in=ids).order_by("pk"))
+
+
+def stale_outbox(conf: PauboxSettings) -> tuple[list[int], list[int]]:
+    """Ids of messages a dead broker or worker left behind: (queued too long, claimed too long)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=conf.outbox_stale_seconds)
+    queued = Message.objects.filter(state=Message.State.QUEUED, next_attempt_at__lte=cutoff)
+    claimed = Message.objects.filter(state=Message.State.SENDING, claimed_at__lte=cutoff)
+    return (
+        list(queued.order_by("pk").values_list("pk", flat=True)),
+        list(claimed.order_by("pk").values_list("pk", flat=True)),
+    )
+
+
+def mark_enqueued(message_ids: Sequence[int]) -> None:
+    """Restart the staleness clock of queued messages just handed to the broker again."""
+    Message.objects.filter(pk__in=list(message_ids), state=Message.State.QUEUED).update(
+        next_attempt_at=timezone.now()
+    )
+
+
+def release_stale_claims(message_ids: Sequence[int], conf: PauboxSettings) -> list[int]:
+    """Settle messages whose worker died while sending them.
+
+    The send may or may not have reached Paubox, and Paubox has no idempotency key: by default
+    they are marked failed with that reason (at most once); with ``RESEND_AMBIGUOUS`` they go
+    back to the outbox (at least once). Returns the ids put back in the outbox.
+    """
+    rows = list(Message.objects.filter(pk__in=list(message_ids), state=Message.State.SENDING))
+    reason = "The worker stopped while sending; the message may or may not have reached Paubox"
+    if conf.resend_ambiguous:
+        return [m.pk for m in requeue(rows, reason, conf, delay=0)]
+    mark_failed(rows, reason + " (not resent: RESEND_AMBIGUOUS is off)", conf)
+    return []
+
+
 # --- Dispositions (receipts and webhook events) ---------------------------------------------
 #
 # Receipts and webhook events both come down to "Paubox said X about recipient R of message
@@ -203,7 +288,7 @@ def aggregate_status(statuses: Iterable[str], *, message_failed: bool = False) -
     ``soft_bounced`` back to ``processing`` while other recipients are still in flight.
     """
     if message_failed:
-        return Status.FAILED
+        return str(Status.FAILED)
     present = {str(s) for s in statuses}
     if not present:
         return None

@@ -82,3 +82,33 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_paubox": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# --- Celery (the outbox backend, receipts polling, sweeping, retention) ------------------------
+# EMAIL_BACKEND=django_paubox.backends.PauboxCeleryEmailBackend sends through the worker (run.sh
+# does). Without a broker server the demo uses kombu's filesystem transport.
+DEMO_STATE = BASE_DIR / ".demo"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem"):
+    for folder in ("broker/out", "broker/processed"):
+        (DEMO_STATE / folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(DEMO_STATE / "broker/out"),
+        "data_folder_out": str(DEMO_STATE / "broker/out"),
+        "processed_folder": str(DEMO_STATE / "broker/processed"),
+        "store_processed": False,
+    }
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+try:
+    from django_paubox.schedules import BEAT_SCHEDULE
+
+    CELERY_BEAT_SCHEDULE = {
+        **BEAT_SCHEDULE,
+        # The demo polls more often than production needs, so dispositions move quickly.
+        "django-paubox-refresh-receipts": {
+            **BEAT_SCHEDULE["django-paubox-refresh-receipts"],
+            "schedule": 10.0,
+        },
+    }
+except ImportError:  # Celery not installed
+    pass

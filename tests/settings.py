@@ -1,5 +1,6 @@
 """Settings for the test suite: SQLite by default, PostgreSQL when DJANGO_PAUBOX_TEST_DB=postgres."""
 
+import json
 import os
 
 SECRET_KEY = "tests-only-not-a-secret"
@@ -46,7 +47,8 @@ if os.environ.get("DJANGO_PAUBOX_TEST_DB") == "postgres":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ.get("PGDATABASE", "test"),
+            # A Celery worker started by the tests sets this to the test database's name.
+            "NAME": os.environ.get("DJANGO_PAUBOX_DB_NAME", os.environ.get("PGDATABASE", "test")),
             "USER": os.environ.get("PGUSER", "postgres"),
             "PASSWORD": os.environ.get("PGPASSWORD", ""),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
@@ -59,10 +61,20 @@ else:
 
 EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"
 # Tests point PAUBOX at the sandbox fixture; nothing here reaches a real Paubox.
-PAUBOX = {"API_KEY": "test-key", "API_USERNAME": "test-user", "API_URL": "http://127.0.0.1:9/v1/"}
+# A Celery worker started by the tests gets the sandbox's URL and credentials from the environment
+# (PAUBOX_API_URL, ...) and further keys as JSON in DJANGO_PAUBOX_TEST_PAUBOX.
+PAUBOX = {
+    "API_KEY": os.environ.get("PAUBOX_API_KEY", "test-key"),
+    "API_USERNAME": os.environ.get("PAUBOX_API_USERNAME", "test-user"),
+    "API_URL": os.environ.get("PAUBOX_API_URL", "http://127.0.0.1:9/v1/"),
+    **json.loads(os.environ.get("DJANGO_PAUBOX_TEST_PAUBOX", "{}")),
+}
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
 CELERY_RESULT_BACKEND = "django-db"
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 10}  # redeliver a dead worker's tasks soon
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
 LOGGING = {
     "version": 1,

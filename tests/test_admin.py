@@ -254,10 +254,13 @@ def test_message_page_shows_deliveries_and_events_never_the_payload(admin_client
     assert "jane@clinic.example" in html and "bob@clinic.example" in html
     assert "delivered via secure portal" in html
     assert 'paubox-badge--hard_bounced">Hard bounced<' in html
-    assert "4 (2)" in html  # total (distinct) opens
+    assert "4 opens (2 distinct), 3 clicks" in html
     assert "https://portal.example/&lt;x&gt;" in html  # escaped, and not a live link
     assert 'href="https://portal.example' not in html
-    assert "api_mail_log_permanent_failure" in html
+    event = WebhookEvent.objects.get()
+    event_url = reverse("admin:django_paubox_webhookevent_change", args=[event.pk])
+    assert f'<a href="{event_url}">api_mail_log_permanent_failure</a>' in html
+    assert "Deliveries" in html and "Deliverys" not in html
     assert "Yes (it can be resent; it is never shown here)" in html
     assert PHI not in html
     # Read-only: no save buttons, no form inputs for the message or its inlines.

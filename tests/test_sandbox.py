@@ -92,6 +92,11 @@ class Api:
         return {d["recipient"]: d["status"] for d in deliveries}
 
 
+def http(method: str, url: str, **kwargs: Any) -> requests.Response:
+    timeout = kwargs.pop("timeout", 5)
+    return requests.request(method, url, timeout=timeout, **kwargs)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -166,8 +171,11 @@ def receiver() -> Iterator[Receiver]:
 )
 def test_missing_or_ill_formed_authorization_is_401(paubox_sandbox, header):
     headers = {} if header is None else {"Authorization": header}
-    response = requests.post(
-        paubox_sandbox.base_url + "/messages", json={"data": {"message": message()}}, headers=headers
+    response = http(
+        "POST",
+        paubox_sandbox.base_url + "/messages",
+        json={"data": {"message": message()}},
+        headers=headers,
     )
     assert response.status_code == 401
     body = response.json()
@@ -188,11 +196,14 @@ def test_wrong_key_is_401_and_right_key_in_both_schemes_is_accepted(paubox_sandb
 def test_username_must_match_when_configured(paubox_sandbox):
     url = paubox_sandbox.url + "someone-else/messages"
     headers = {"Authorization": f"Token token={KEY}"}
-    response = requests.post(url, json={"data": {"message": message()}}, headers=headers)
+    response = http("POST", url, json={"data": {"message": message()}}, headers=headers)
     assert response.status_code == 401
     # Paubox's newer username-less form is accepted.
-    newer = requests.post(
-        paubox_sandbox.url + "email/messages", json={"data": {"message": message()}}, headers=headers
+    newer = http(
+        "POST",
+        paubox_sandbox.url + "email/messages",
+        json={"data": {"message": message()}},
+        headers=headers,
     )
     assert newer.status_code == 200
 
@@ -200,7 +211,8 @@ def test_username_must_match_when_configured(paubox_sandbox):
 def test_any_key_and_username_when_not_configured(own_server):
     response = Api(own_server, key="whatever").send()
     assert response.status_code == 200
-    other = requests.post(
+    other = http(
+        "POST",
         own_server.url + "another-user/messages",
         json={"data": {"message": message()}},
         headers={"Authorization": "Bearer k"},
@@ -221,7 +233,7 @@ def test_any_key_and_username_when_not_configured(own_server):
     ],
 )
 def test_unknown_paths_get_the_gateways_html_404(paubox_sandbox, method, path):
-    response = requests.request(
+    response = http(
         method,
         paubox_sandbox.root_url + path,
         json={"data": {"message": message()}},
@@ -248,7 +260,10 @@ def test_send_returns_tracking_id_and_captures_the_message(api, paubox_sandbox):
     assert response.status_code == 200
     body = response.json()
     assert body["data"] == "Service OK"
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", body["sourceTrackingId"])
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+        body["sourceTrackingId"],
+    )
     assert body["customHeaders"] == {"X-Clinic": "north"}
     captured = paubox_sandbox.last_message
     assert captured.tracking_id == body["sourceTrackingId"]
@@ -277,13 +292,26 @@ INVALID = [
     ({"data": {"message": message(recipients=["not an address"])}}, "recipients[0] is not a valid"),
     ({"data": {"message": message(cc=["ok@example.com", "bad"])}}, "cc[1] is not a valid"),
     ({"data": {"message": message(headers={"subject": "s"})}}, "headers.from is missing"),
-    ({"data": {"message": message(headers={"from": "a@example.org"})}}, "headers.subject is missing"),
-    ({"data": {"message": {k: v for k, v in message().items() if k != "headers"}}}, "headers is missing"),
+    (
+        {"data": {"message": message(headers={"from": "a@example.org"})}},
+        "headers.subject is missing",
+    ),
+    (
+        {"data": {"message": {k: v for k, v in message().items() if k != "headers"}}},
+        "headers is missing",
+    ),
     ({"data": {"message": message(content={})}}, "content must have text/plain or text/html"),
     ({"data": {"message": message(content={"text/plain": ""})}}, "content must have"),
-    ({"data": {"message": {k: v for k, v in message().items() if k != "content"}}}, "content is missing"),
     (
-        {"data": {"message": message(attachments=[{"contentType": "text/plain", "content": "SGk="}])}},
+        {"data": {"message": {k: v for k, v in message().items() if k != "content"}}},
+        "content is missing",
+    ),
+    (
+        {
+            "data": {
+                "message": message(attachments=[{"contentType": "text/plain", "content": "SGk="}])
+            }
+        },
         "attachments[0].fileName is missing",
     ),
     (
@@ -291,7 +319,11 @@ INVALID = [
         "attachments[0].contentType is missing",
     ),
     (
-        {"data": {"message": message(attachments=[{"fileName": "a", "contentType": "text/plain"}])}},
+        {
+            "data": {
+                "message": message(attachments=[{"fileName": "a", "contentType": "text/plain"}])
+            }
+        },
         "attachments[0].content is missing",
     ),
     (
@@ -359,11 +391,49 @@ def test_bulk_with_one_invalid_message_is_refused_whole_naming_the_index(api, pa
     assert paubox_sandbox.messages == []
 
 
-@pytest.mark.parametrize("body", [{"data": {}}, {"data": {"messages": []}}, {"data": {"messages": {}}}])
+@pytest.mark.parametrize(
+    "body", [{"data": {}}, {"data": {"messages": []}}, {"data": {"messages": {}}}]
+)
 def test_bulk_without_messages_is_400(api, body):
     response = api.post("bulk_messages", body)
     assert response.status_code == 400
     assert "data.messages" in error_details(response)[0]
+
+
+def test_chunked_request_bodies_are_read(api, paubox_sandbox):
+    body = json.dumps({"data": {"message": message()}}).encode()
+    chunks = (body[i : i + 10] for i in range(0, len(body), 10))
+    response = api.post("messages", chunks, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert paubox_sandbox.last_message.message == message()
+    assert api.send().status_code == 200  # the connection is still in step
+
+
+def test_oversized_body_is_413_and_closes(paubox_sandbox):
+    with socket.create_connection((paubox_sandbox.host, paubox_sandbox.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/sandbox-user/messages HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 999999999999\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in answer
+
+
+def test_a_sandbox_bug_answers_500_not_a_dropped_connection(api, monkeypatch, caplog):
+    from django_paubox.sandbox import handler
+
+    def broken(message: Any) -> list[str]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(handler, "validate_message", broken)
+    with caplog.at_level("ERROR", logger="django_paubox.sandbox"):
+        response = api.send()
+    assert response.status_code == 500
+    assert response.json()["errors"][0]["code"] == 500
+    assert "failed answering" in caplog.text
 
 
 # -- receipts --------------------------------------------------------------------------------
@@ -374,12 +444,18 @@ def test_receipt_progresses_from_processing_to_delivered(api, paubox_sandbox):
     first = api.receipt(tracking_id).json()
     assert first["sourceTrackingId"] == tracking_id
     deliveries = first["data"]["message"]["message_deliveries"]
-    assert [d["recipient"] for d in deliveries] == ["a@example.com", "b@example.com", "c@example.com"]
+    assert [d["recipient"] for d in deliveries] == [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+    ]
     assert all(d["status"] == {"deliveryStatus": "processing"} for d in deliveries)
     assert re.fullmatch(r"<[0-9a-f-]{36}@example\.org>", first["data"]["message"]["id"])
     final = wait_for(
-        lambda: all(s["deliveryStatus"] == "delivered" for s in api.statuses(tracking_id).values())
-        and api.statuses(tracking_id)
+        lambda: (
+            all(s["deliveryStatus"] == "delivered" for s in api.statuses(tracking_id).values())
+            and api.statuses(tracking_id)
+        )
     )
     for status in final.values():
         delivered = parsedate_to_datetime(status["deliveryTime"])
@@ -412,8 +488,10 @@ def test_receipt_without_tracking_id_is_400(api, paubox_sandbox):
 
 def test_receipt_needs_auth(paubox_sandbox, api):
     tracking_id = api.send_ok()
-    response = requests.get(
-        paubox_sandbox.base_url + "/message_receipt", params={"sourceTrackingId": tracking_id}
+    response = http(
+        "GET",
+        paubox_sandbox.base_url + "/message_receipt",
+        params={"sourceTrackingId": tracking_id},
     )
     assert response.status_code == 401
 
@@ -506,9 +584,7 @@ def test_set_outcome_overrides_and_message_flags(api, paubox_sandbox):
     paubox_sandbox.set_outcome("plain@example.com", None)
     forced = api.statuses(api.send_ok(message(forceSecureNotification=True)))
     assert forced["patient@example.com"]["deliveryStatus"] == "delivered via secure portal"
-    non_tls = api.statuses(
-        api.send_ok(message(recipients=["notls@example.com"], allowNonTLS=True))
-    )
+    non_tls = api.statuses(api.send_ok(message(recipients=["notls@example.com"], allowNonTLS=True)))
     assert non_tls["notls@example.com"]["deliveryStatus"] == "delivered"
     with pytest.raises(ValueError, match="Unknown sandbox outcome"):
         paubox_sandbox.set_outcome("x@example.com", "lost in the mail")
@@ -745,19 +821,23 @@ def test_control_api_mirrors_the_python_api(api, paubox_sandbox):
 
 def test_control_api_raw_routes(paubox_sandbox, api):
     root = paubox_sandbox.root_url + "_sandbox/"
-    assert requests.get(root + "health").json() == {"ok": True}
-    assert requests.get(root + "nothing").status_code == 404
-    assert requests.post(root + "faults", data="[]").status_code == 400
-    assert requests.put(root + "reset").status_code == 405
-    ok = requests.post(root + "outcomes", json={"outcomes": {"a@example.com": "soft", "b@example.com": "open"}})
+    assert http("GET", root + "health").json() == {"ok": True}
+    assert http("GET", root + "nothing").status_code == 404
+    assert http("POST", root + "faults", data="[]").status_code == 400
+    assert http("PUT", root + "reset").status_code == 405
+    ok = http(
+        "POST",
+        root + "outcomes",
+        json={"outcomes": {"a@example.com": "soft", "b@example.com": "open"}},
+    )
     assert ok.status_code == 200
     paubox_sandbox.processing_seconds = 0
     tracking_id = api.send_ok(message(recipients=["a@example.com"]))
-    detail = requests.get(root + "messages/" + tracking_id).json()
+    detail = http("GET", root + "messages/" + tracking_id).json()
     assert detail["message"]["tracking_id"] == tracking_id
     status = detail["receipt"]["data"]["message"]["message_deliveries"][0]["status"]
     assert status["deliveryStatus"] == "soft bounced"
-    assert requests.post(root + "faults", json={"fail_next": {"status": 500}, "clear": True}).ok
+    assert http("POST", root + "faults", json={"fail_next": {"status": 500}, "clear": True}).ok
     assert api.send().status_code == 500
 
 
@@ -891,7 +971,7 @@ def test_html_page_lists_messages_newest_first_escaped(api, paubox_sandbox):
     second = api.send_ok(
         message(headers={"from": "a@example.org", "subject": "<script>alert(1)</script>"})
     )
-    page = requests.get(paubox_sandbox.root_url)
+    page = http("GET", paubox_sandbox.root_url)
     assert page.status_code == 200
     assert page.headers["Content-Type"].startswith("text/html")
     assert "<script>" not in page.text
@@ -911,16 +991,18 @@ def test_html_detail_shows_text_and_decoded_html(api, paubox_sandbox):
                 "text/plain": "Plain & simple",
                 "text/html": base64.b64encode(html_part.encode()).decode(),
             },
-            attachments=[{"fileName": "r.pdf", "contentType": "application/pdf", "content": "JVBERg=="}],
+            attachments=[
+                {"fileName": "r.pdf", "contentType": "application/pdf", "content": "JVBERg=="}
+            ],
         )
     )
-    page = requests.get(paubox_sandbox.root_url + "message/" + tracking_id)
+    page = http("GET", paubox_sandbox.root_url + "message/" + tracking_id)
     assert page.status_code == 200
     assert "Plain &amp; simple" in page.text
     assert "&lt;h1&gt;Hello &lt;em&gt;Pat&lt;/em&gt;&lt;/h1&gt;" in page.text
     assert "<em>" not in page.text
     assert "r.pdf" in page.text and "4 bytes" in page.text
-    assert requests.get(paubox_sandbox.root_url + "message/unknown").status_code == 404
+    assert http("GET", paubox_sandbox.root_url + "message/unknown").status_code == 404
 
 
 def test_html_decoding_of_escaped_and_plain_html():
@@ -1021,7 +1103,12 @@ def _run_python(code: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
     )
     return done.stdout.strip()
 
@@ -1035,7 +1122,9 @@ def test_sandbox_and_plugin_import_without_django():
 
 
 # -- command line ----------------------------------------------------------------------------
-def _start(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
+def _start(
+    args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], list[str]]:
     process = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
@@ -1050,7 +1139,9 @@ def _start(args: list[str], env: dict[str, str] | None = None) -> tuple[subproce
         line = process.stdout.readline()
         if not line:
             process.wait(5)
-            raise AssertionError("exited early: " + (process.stderr.read() if process.stderr else ""))
+            raise AssertionError(
+                "exited early: " + (process.stderr.read() if process.stderr else "")
+            )
         lines.append(line)
         if line.startswith("Press Ctrl-C"):
             return process, lines
@@ -1080,7 +1171,8 @@ def test_command_line_runs_and_stops_cleanly():
     try:
         url = _api_url(lines)
         assert "cli-secret-key" not in "".join(lines)
-        ok = requests.post(
+        ok = http(
+            "POST",
             url + "cli-user/messages",
             json={"data": {"message": message()}},
             headers={"Authorization": "Token token=cli-secret-key"},
@@ -1123,14 +1215,16 @@ def test_management_command_defaults_credentials_from_settings():
         text = "".join(lines)
         assert "test-key" not in text  # tests/settings.py's API_KEY is never printed
         assert '"API_USERNAME": "test-user"' in text
-        wrong = requests.post(
+        wrong = http(
+            "POST",
             url + "test-user/messages",
             json={"data": {"message": message()}},
             headers={"Authorization": "Token token=other"},
             timeout=5,
         )
         assert wrong.status_code == 401
-        right = requests.post(
+        right = http(
+            "POST",
             url + "test-user/messages",
             json={"data": {"message": message()}},
             headers={"Authorization": "Token token=test-key"},

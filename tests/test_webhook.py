@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import threading
+import time
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -616,3 +618,63 @@ def test_the_same_event_posted_at_once_is_stored_once(linked, received, changes)
     else:
         assert changes == []
         assert Message.objects.get().status == Status.SENT
+
+
+# --- End to end: the sandbox sends, fires webhooks at a live server, serves receipts --------
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_end_to_end_with_the_sandbox(paubox_sandbox, live_server):
+    from django.core.mail import send_mail
+
+    from django_paubox.client import PauboxClient
+
+    paubox_sandbox.webhook_url = live_server.url + quote(URL)  # as registered with Paubox
+    send_mail("Results", "Log in to see them.", "clinic@example.org", ["open@example.com"])
+    send_mail(
+        "Results",
+        "Log in to see them.",
+        "clinic@example.org",
+        ["bounce@example.com", "Pat <notls@example.com>"],
+    )
+    opened, message = Message.objects.order_by("pk")
+    assert opened.tracking_id and message.tracking_id
+    paubox_sandbox.finish_processing()
+    # open@: delivered, then opened (opens are tracked for single recipients only);
+    # bounce@: permanent failure; notls@: delivered (via the portal, which events do not say).
+    _wait_for(lambda: WebhookEvent.objects.count() >= 4)
+    assert WebhookEvent.objects.filter(message=opened).count() == 2
+    assert WebhookEvent.objects.filter(message=message).count() == 2
+    d = Delivery.objects.get(message=opened)
+    assert d.status == Status.DELIVERED
+    assert d.opened_at is not None
+    by_recipient = {d.recipient: d for d in message.deliveries.all()}
+    assert by_recipient["bounce@example.com"].status == Status.HARD_BOUNCED
+    assert by_recipient["notls@example.com"].status == Status.DELIVERED
+    assert not by_recipient["notls@example.com"].via_secure_portal
+    message.refresh_from_db()
+    assert message.status == Status.HARD_BOUNCED
+
+    # Receipt polling agrees, and adds what only receipts say (the secure-portal flag).
+    with PauboxClient.from_settings() as client:
+        records.apply_receipts([(m, client.get_receipt(m.tracking_id)) for m in (opened, message)])
+    d = Delivery.objects.get(message=opened)
+    assert (d.status, d.total_opens, d.distinct_opens) == (Status.DELIVERED, 1, 1)
+    assert d.opened_at is not None
+    portal = Delivery.objects.get(message=message, recipient="notls@example.com")
+    assert (portal.status, portal.via_secure_portal) == (Status.DELIVERED, True)
+    assert portal.raw_status == "delivered via secure portal"
+    assert Delivery.objects.get(recipient="bounce@example.com").status == Status.HARD_BOUNCED
+    # Replaying every event changes nothing and stores nothing new.
+    client = Client()
+    for stored in WebhookEvent.objects.all():
+        assert post(client, stored.payload).status_code == 200
+    assert WebhookEvent.objects.count() == 4

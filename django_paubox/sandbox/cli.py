@@ -9,11 +9,19 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from .server import SandboxServer
 
 logger = logging.getLogger("django_paubox.sandbox")
+
+
+class Writer(Protocol):
+    """Where the banner goes: a text stream (or Django's OutputWrapper)."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +129,13 @@ def banner(server: SandboxServer, *, key_source: str = "--api-key") -> str:
     return "\n".join(lines)
 
 
-def run(options: dict[str, Any], *, out: TextIO | None = None, key_source: str = "--api-key") -> None:
+def run(
+    options: dict[str, Any],
+    *,
+    out: Writer | None = None,
+    key_source: str = "--api-key",
+    notes: Sequence[str] = (),
+) -> None:
     """Build the server from parsed options, print the banner, serve until interrupted."""
     out = out or sys.stdout
     server = build_server(options)
@@ -130,7 +144,10 @@ def run(options: dict[str, Any], *, out: TextIO | None = None, key_source: str =
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    print(banner(server, key_source=key_source), file=out, flush=True)
+    text = banner(server, key_source=key_source)
+    if notes:
+        text = "\n".join([*notes, text])
+    print(text, file=out, flush=True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -41,9 +41,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # -- server side -----------------------------------------------------------------------------
-def handle_control(
-    sandbox: SandboxServer, method: str, path: str, body: bytes
-) -> tuple[int, Any]:
+def handle_control(sandbox: SandboxServer, method: str, path: str, body: bytes) -> tuple[int, Any]:
     """Answer one ``/_sandbox/...`` request: (status, JSON-able body)."""
     name = path[len(PREFIX) :].strip("/")
     payload: Any = json.loads(body.decode("utf-8")) if body.strip() else {}
@@ -133,7 +131,7 @@ class SandboxControl:
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         parts = urlsplit(url)
-        if not parts.scheme or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"Not a sandbox URL: {url!r}")
         self.root = f"{parts.scheme}://{parts.netloc}"
         self.timeout = timeout
@@ -143,7 +141,7 @@ class SandboxControl:
 
     def _call(self, method: str, name: str, payload: dict[str, Any] | None = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 (http(s) only: checked in __init__)
             self.root + PREFIX + name,
             data=data,
             headers={"Content-Type": "application/json"},
@@ -154,7 +152,9 @@ class SandboxControl:
                 return json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", "replace")
-            raise SandboxControlError(f"Sandbox control {name}: HTTP {error.code} {detail}") from None
+            raise SandboxControlError(
+                f"Sandbox control {name}: HTTP {error.code} {detail}"
+            ) from None
         except (OSError, ValueError) as error:
             raise SandboxControlError(f"Sandbox control {name}: {error}") from error
 

@@ -7,6 +7,7 @@ keep-alive with a Content-Length, or keep-alive clients stall ~40 ms per answer 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -93,7 +94,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("sandbox: " + format, *args)
 
     def _send(
@@ -165,13 +166,24 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if body is None:
             return
         path = urlsplit(self.path).path
-        if path.startswith("/_sandbox/"):
-            self._control(path, body)
-        elif self.command in ("GET", "HEAD") and (path in ("/", "/favicon.ico") or path.startswith("/message/")):
-            self._ui(path)
-        else:
-            self.sandbox.state.record_request(self.command, self.path)
-            self._api(path, body)
+        try:
+            if path.startswith("/_sandbox/"):
+                self._control(path, body)
+            elif self.command in ("GET", "HEAD") and (
+                path in ("/", "/favicon.ico") or path.startswith("/message/")
+            ):
+                self._ui(path)
+            else:
+                self.sandbox.state.record_request(self.command, self.path)
+                self._api(path, body)
+        except OSError:
+            raise  # the client went away: nothing to answer
+        except Exception:
+            # A sandbox bug must look like a server error, not like an injected dropped connection.
+            logger.exception("Paubox sandbox failed answering %s %s", self.command, path)
+            if not self._status:
+                self.close_connection = True
+                self._send_json(500, paubox_error(500, "Internal Server Error", "Sandbox error"))
         if self._status:
             logger.info(
                 "%s %s %s %.1f ms",
@@ -214,20 +226,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             release = sandbox.release_event
             release.wait(sandbox.timeout_hold_seconds)
-            try:
+            with contextlib.suppress(OSError):  # the client gave up long ago, as intended
                 self._send_json(status, answer)
-            except OSError:
-                pass  # the client gave up long ago, as intended
             return
         self._send_json(status, answer)
 
     def _drop(self) -> None:
         self.close_connection = True
         self._status = -1
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _send_fault(self, fault: Fault) -> None:
         headers = dict(fault.headers)
@@ -238,7 +246,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 else "Sandbox fault injection: the service is unavailable, try again later"
             )
             self._send_json(
-                fault.status, paubox_error(fault.status, _error_title(fault.status), details), headers
+                fault.status,
+                paubox_error(fault.status, _error_title(fault.status), details),
+                headers,
             )
         elif isinstance(fault.body, (dict, list)):
             self._send_json(fault.status, fault.body, headers)
@@ -361,7 +371,9 @@ def _parse_data(body: bytes) -> dict[str, Any]:
 
 
 def _bad_request(problems: list[str]) -> _Answer:
-    return _Answer(400, {"errors": [{"code": 400, "title": "Bad Request", "details": p} for p in problems]})
+    return _Answer(
+        400, {"errors": [{"code": 400, "title": "Bad Request", "details": p} for p in problems]}
+    )
 
 
 def _send_answer(tracking_id: str, message: dict[str, Any]) -> dict[str, Any]:

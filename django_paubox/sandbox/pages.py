@@ -71,8 +71,7 @@ def render_index(tracked: list[TrackedMessage], now: float, api_url: str) -> str
     body = (
         "<h1>Paubox sandbox</h1>"
         f'<p class="muted">API_URL <code>{_e(api_url)}</code> &middot; '
-        f"{len(tracked)} message(s) captured &middot; nothing here leaves this machine.</p>"
-        + table
+        f"{len(tracked)} message(s) captured &middot; nothing here leaves this machine.</p>" + table
     )
     return _page("Paubox sandbox", body, refresh=True)
 

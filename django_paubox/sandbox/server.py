@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -56,10 +57,8 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-request is normal here (timeouts, drops): no traceback.
@@ -271,7 +270,9 @@ class SandboxServer:
         if not 400 <= status <= 599:
             raise ValueError("status must be an HTTP error status (400-599).")
         self.faults.fail_next(
-            Fault("status", status=status, body=body, headers=dict(headers or {}), endpoint=endpoint),
+            Fault(
+                "status", status=status, body=body, headers=dict(headers or {}), endpoint=endpoint
+            ),
             count,
         )
 

@@ -23,7 +23,8 @@ from .validation import all_recipients
 
 @dataclass(frozen=True)
 class CapturedMessage:
-    """One message as Paubox received it (attribute or item access: ``m.message``/``m["message"]``)."""
+    """One message as Paubox received it; attribute or item access (``m.message``,
+    ``m["message"]``)."""
 
     tracking_id: str
     #: ``"messages"`` or ``"bulk_messages"``.
@@ -118,7 +119,9 @@ class TrackedMessage:
     def wall_time(self, mono: float) -> datetime:
         return self.captured.received_at + timedelta(seconds=mono - self.sent_mono)
 
-    def status_of(self, delivery: SimulatedDelivery, now: float) -> tuple[str, Stage | None, Stage | None]:
+    def status_of(
+        self, delivery: SimulatedDelivery, now: float
+    ) -> tuple[str, Stage | None, Stage | None]:
         """(deliveryStatus, the stage that delivered it, the stage that opened it) at ``now``."""
         status, delivered, opened = PROCESSING, None, None
         for stage in delivery.stages:
@@ -233,7 +236,9 @@ class SandboxState:
                     single_recipient=len(recipients) == 1,
                 )
                 stages = [
-                    Stage(now + spec.after * processing_seconds, spec.status, spec.opened, spec.event)
+                    Stage(
+                        now + spec.after * processing_seconds, spec.status, spec.opened, spec.event
+                    )
                     for spec in OUTCOMES[outcome]
                 ]
                 deliveries.append(SimulatedDelivery(address, outcome, stages))

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable
 from email.utils import parseaddr
 from typing import Any
+from urllib.parse import urlsplit
 
 from .state import SandboxState, SimulatedDelivery, Stage, TrackedMessage, iso_z
 
@@ -39,7 +40,9 @@ def build_event(
     captured = tracked.captured
     headers = captured.headers
     custom = {
-        str(k): v for k, v in headers.items() if str(k).lower().startswith("x-") and isinstance(v, str)
+        str(k): v
+        for k, v in headers.items()
+        if str(k).lower().startswith("x-") and isinstance(v, str)
     }
     digest = hashlib.sha256(captured.tracking_id.encode()).hexdigest()
     return {
@@ -107,7 +110,9 @@ class WebhookScheduler:
         with self._cond:
             for tracked, delivery, stage in items:
                 if stage.event:
-                    heapq.heappush(self._heap, (stage.at, next(self._seq), tracked, delivery, stage))
+                    heapq.heappush(
+                        self._heap, (stage.at, next(self._seq), tracked, delivery, stage)
+                    )
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -140,7 +145,7 @@ class WebhookScheduler:
         }
         try:
             attempt["status"] = self._post(url, event)
-        except (OSError, urllib.error.URLError) as error:
+        except (OSError, ValueError) as error:
             attempt["error"] = type(error).__name__
             logger.warning(
                 "Sandbox webhook %s for %s failed (%s); not retried, as Paubox does not retry.",
@@ -151,7 +156,9 @@ class WebhookScheduler:
         self._state.record_webhook(attempt)
 
     def _post(self, url: str, event: dict[str, Any]) -> int:
-        request = urllib.request.Request(
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError(f"webhook URL scheme must be http or https, not {url!r}")
+        request = urllib.request.Request(  # noqa: S310 (http(s) only: checked above)
             url,
             data=json.dumps(event).encode(),
             headers={"Content-Type": "application/json", "User-Agent": "Paubox-Sandbox-Webhook"},

@@ -1,0 +1,134 @@
+"""Celery tasks: send the outbox, sweep what a dead broker or worker left, poll receipts, purge.
+
+Every task takes ids or nothing, never message content, so no PHI passes through the broker
+or the result backend. Schedules for beat are in :mod:`django_paubox.schedules`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+from celery import shared_task
+
+from . import records
+from .backends import Dispatcher, Prepared
+from .client import PauboxClient
+from .conf import PauboxSettings, get_settings
+from .outbox import enqueue
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=4)
+def _client(conf: PauboxSettings) -> PauboxClient:
+    """One pooled client per worker process and configuration, reused across tasks."""
+    return PauboxClient(conf)
+
+
+def retry_delay(attempt: int, conf: PauboxSettings) -> float:
+    """Exponential back-off with jitter, so that workers retrying together spread out."""
+    ceiling = min(conf.outbox_retry_delay_max, conf.outbox_retry_delay * 2 ** max(attempt, 0))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _message_ids(value: Any) -> list[int]:
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [v for v in value if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+
+
+def _valid_payload(payload: Any) -> bool:
+    return (
+        isinstance(payload, dict)
+        and isinstance(payload.get("message"), dict)
+        and isinstance(payload.get("extras", {}), dict)
+    )
+
+
+@shared_task(name="django_paubox.send_queued", acks_late=True, reject_on_worker_lost=True)
+def send_queued(message_ids: list[int]) -> dict[str, int]:
+    """Send queued messages (one batch of ids) through ``/bulk_messages``.
+
+    Claims the rows first, so a redelivered or duplicate task sends nothing twice. Transient
+    failures put rows back in the queue with a back-off; permanent ones fail them at once.
+    """
+    ids = _message_ids(message_ids)
+    given = len(message_ids) if isinstance(message_ids, (list, tuple)) else 1
+    if given != len(ids):
+        logger.warning("Paubox send_queued: ignored %d invalid message id(s)", given - len(ids))
+    rows = records.claim_queued(ids)
+    if not rows:
+        return {"sent": 0, "failed": 0, "requeued": 0, "skipped": len(ids)}
+    conf = get_settings()
+    broken = [row for row in rows if not _valid_payload(row.payload)]
+    if broken:
+        logger.warning("Paubox send_queued: %d message(s) without a valid payload", len(broken))
+        records.mark_failed(broken, "The stored payload is missing or invalid", conf)
+    prepared = [Prepared(row=row, payload=row.payload) for row in rows if row not in broken]
+    delay = retry_delay(max((row.attempts for row in rows), default=0), conf)
+    try:
+        client = _client(conf)
+    except Exception as error:  # configuration: fail the rows, do not loop
+        records.mark_failed([p.row for p in prepared], error, conf)
+        raise
+    result = Dispatcher(client, conf, requeue_transient=True, retry_delay=delay).dispatch(
+        prepared
+    )
+    if result.requeued:
+        requeued = [item.row.pk for item in result.requeued]
+        try:
+            send_queued.apply_async((requeued,), countdown=delay)
+        except Exception as error:
+            logger.warning(
+                "Paubox send_queued: could not schedule the retry (%s); the sweeper will",
+                type(error).__name__,
+            )
+    return {
+        "sent": len(result.sent),
+        "failed": len(result.failed) + len(broken),
+        "requeued": len(result.requeued),
+        "skipped": len(ids) - len(rows),
+    }
+
+
+@shared_task(name="django_paubox.sweep_outbox")
+def sweep_outbox() -> dict[str, int]:
+    """Re-enqueue messages queued too long, settle those whose worker died mid-send."""
+    conf = get_settings()
+    queued, claimed = records.stale_outbox(conf)
+    requeued = records.release_stale_claims(claimed, conf)
+    ids = queued + requeued
+    handed = enqueue(ids, conf.batch_size)
+    records.mark_enqueued(ids[:handed])
+    if ids or claimed:
+        logger.info(
+            "Paubox sweep_outbox: %d re-enqueued, %d stale claim(s) settled", handed, len(claimed)
+        )
+    return {"reenqueued": handed, "stale_claims": len(claimed)}
+
+
+@shared_task(name="django_paubox.refresh_receipts")
+def refresh_receipts(limit: int | None = 1000) -> dict[str, int]:
+    """Poll ``/message_receipt`` for messages whose deliveries are not final and are due."""
+    from . import receipts
+
+    summary = receipts.refresh_receipts(receipts.due_messages(limit=limit))
+    return {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
+
+
+@shared_task(name="django_paubox.purge")
+def purge(older_than_days: int | None = None) -> dict[str, int]:
+    """Apply retention: delete messages, deliveries and events older than the cutoff."""
+    from . import retention
+
+    days = older_than_days or get_settings().purge_after_days
+    if not days:
+        return {"deleted": 0}
+    summary = retention.purge(timedelta(days=days))
+    return {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
+
