@@ -60,11 +60,19 @@ def status_badge(status: str) -> SafeString:
 
 
 def short_datetime(value: Any) -> SafeString | str:
-    """A compact local date and time that does not wrap inside a table cell."""
+    """A compact local date and time for table cells; the full one is in the tooltip.
+
+    This year's dates drop the year ("Nov. 21 8:26 p.m."); older ones show the date only.
+    """
     if not value:
         return EMPTY
-    text = formats.date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT")
-    return format_html('<span class="paubox-nowrap">{}</span>', text)
+    local = timezone.localtime(value)
+    if local.year == timezone.localtime().year:
+        text = f"{formats.date_format(local, 'M j')} {formats.time_format(local)}"
+    else:
+        text = formats.date_format(local, "SHORT_DATE_FORMAT")
+    full = formats.date_format(local, "DATETIME_FORMAT")
+    return format_html('<span class="paubox-nowrap" title="{}">{}</span>', full, text)
 
 
 def _admin_link(model: type[Any], pk: Any, text: str) -> SafeString:
@@ -118,7 +126,9 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class ReadOnlyInline(ReadOnlyAdminMixin):
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """A table of related rows on the message page, for reading only."""
+
     extra = 0
     max_num = 0
     can_delete = False
@@ -132,7 +142,7 @@ class ReadOnlyInline(ReadOnlyAdminMixin):
 # --- Inlines on the message page ---------------------------------------------------------------
 
 
-class DeliveryInline(ReadOnlyInline, admin.TabularInline):
+class DeliveryInline(ReadOnlyInline):
     """Every recipient of the message: the answer to "did they get it, and when?"."""
 
     model = Delivery
@@ -182,7 +192,7 @@ def engagement(obj: Delivery) -> SafeString | str:
     return format_html("{}{}", ", ".join(parts), clicks)
 
 
-class WebhookEventInline(ReadOnlyInline, admin.TabularInline):
+class WebhookEventInline(ReadOnlyInline):
     model = WebhookEvent
     fields = ("event", "recipient", "occurred", "received")
     readonly_fields = fields
@@ -218,26 +228,33 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     change_list_template = "django_paubox/admin/message_change_list.html"
     fieldsets = (
         (
-            "Disposition",
-            {"fields": ("disposition", "state", "tracking_id", "error", "error_status")},
-        ),
-        (
-            "Message",
-            {"fields": ("subject", "from_email", "sender_domain", "recipient_count", "content")},
-        ),
-        (
-            "Timeline",
+            None,
             {
                 "fields": (
-                    "created_at",
-                    "sent_at",
-                    "attempts",
-                    "receipt_checked_at",
-                    "next_receipt_check_at",
+                    ("disposition", "state"),
+                    "tracking_id",
+                    "from_email",
+                    "subject",
+                    ("created_at", "sent_at"),
                 )
             },
         ),
+        (
+            "Details",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "sender_domain",
+                    "recipient_count",
+                    "content",
+                    "attempts",
+                    ("receipt_checked_at", "next_receipt_check_at"),
+                ),
+            },
+        ),
     )
+    #: Shown under the first fieldset when the message has an error.
+    error_fieldset = ("Error", {"fields": ("error", "error_status")})
     readonly_fields = (
         "disposition",
         "state",
@@ -294,7 +311,7 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> Any:
         """The error, when there is one, right under the status."""
-        fieldsets = list(super().get_fieldsets(request, obj))
+        fieldsets: list[Any] = list(super().get_fieldsets(request, obj))
         if obj is not None and (obj.error or obj.error_status):
             fieldsets.insert(1, self.error_fieldset)
         return fieldsets
@@ -358,6 +375,8 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         stored = getattr(obj, "has_content", None)
         if stored is None:
             stored = Message.objects.filter(pk=obj.pk, payload__isnull=False).exists()
+        if stored and obj.state in (Message.State.QUEUED, Message.State.SENDING):
+            return "Yes, until it is sent (the outbox needs it); never shown here"
         if stored:
             return "Yes (it can be resent; it is never shown here)"
         return 'No (PAUBOX["STORE_CONTENT"] is off: bodies are not kept, for HIPAA)'
@@ -665,7 +684,8 @@ class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEvent]:
         queryset = super().get_queryset(request)
         # Lists never need the payload; the detail page loads it.
-        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+        match = request.resolver_match
+        if match and (match.url_name or "").endswith("changelist"):
             queryset = queryset.defer("payload")
         return queryset
 

@@ -35,11 +35,15 @@ class Outcome:
 
 #: Bottom to top in each stacked bar; every Status belongs to exactly one outcome.
 OUTCOMES: tuple[Outcome, ...] = (
-    Outcome("delivered", "Delivered", (Status.DELIVERED,)),
-    Outcome("in_progress", "In progress", (Status.QUEUED, Status.SENT, Status.PROCESSING)),
-    Outcome("soft_bounced", "Soft bounced", (Status.SOFT_BOUNCED,)),
-    Outcome("hard_bounced", "Hard bounced", (Status.HARD_BOUNCED,)),
-    Outcome("failed", "Failed", (Status.FAILED,)),
+    Outcome("delivered", "Delivered", (str(Status.DELIVERED),)),
+    Outcome(
+        "in_progress",
+        "In progress",
+        (str(Status.QUEUED), str(Status.SENT), str(Status.PROCESSING)),
+    ),
+    Outcome("soft_bounced", "Soft bounced", (str(Status.SOFT_BOUNCED),)),
+    Outcome("hard_bounced", "Hard bounced", (str(Status.HARD_BOUNCED),)),
+    Outcome("failed", "Failed", (str(Status.FAILED),)),
 )
 _OUTCOME_OF_STATUS = {status: o.key for o in OUTCOMES for status in o.statuses}
 
@@ -341,7 +345,7 @@ def build_chart(
     last = len(days) - 1
     for i, day in enumerate(days):
         x = left + i * slot + (slot - bar_width) / 2
-        y = bottom_y
+        y = float(bottom_y)
         segments = []
         for outcome in OUTCOMES:
             count = day.counts.get(outcome.key, 0)

@@ -179,6 +179,7 @@ class _Result:
 
 def _targets(messages: Iterable[Message] | QuerySet[Message]) -> list[_Target]:
     """Only what polling needs, read once, so no queryset stays open while we write."""
+    rows: Iterable[tuple[Any, ...]]
     if isinstance(messages, QuerySet):
         rows = messages.values_list("pk", "tracking_id", "sent_at", "created_at")
     else:
@@ -247,7 +248,7 @@ def _poll(
     workers = max(1, int(conf.receipt_concurrency))
     # A short queue ahead of the workers keeps them busy while this thread writes, without
     # holding a future per message in memory.
-    window = workers * 2
+    window = workers * 4
     remaining = iter(targets)
     pending: dict[Future[Any], _Target] = {}
     answered: list[_Result] = []

@@ -103,8 +103,10 @@ def sweep_outbox() -> dict[str, int]:
     queued, claimed = records.stale_outbox(conf)
     requeued = records.release_stale_claims(claimed, conf)
     ids = queued + requeued
+    # Restart their staleness clock first: a worker's SKIP LOCKED claim would pass over rows
+    # that this UPDATE still held locked.
+    records.mark_enqueued(ids)
     handed = enqueue(ids, conf.batch_size)
-    records.mark_enqueued(ids[:handed])
     if ids or claimed:
         logger.info(
             "Paubox sweep_outbox: %d re-enqueued, %d stale claim(s) settled", handed, len(claimed)

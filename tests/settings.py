@@ -72,6 +72,7 @@ PAUBOX = {
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
 CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True  # task names in the admin's task results
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 10}  # redeliver a dead worker's tasks soon
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -201,8 +201,10 @@ def test_processing_stays_pending_and_is_rescheduled(paubox_sandbox):
     assert (summary.checked, summary.errors, summary.finished) == (1, 0, 0)
     message.refresh_from_db()
     assert message.deliveries.get().status == Status.PROCESSING
-    assert timedelta(seconds=30) < message.next_receipt_check_at - timezone.now() <= timedelta(
-        minutes=1
+    assert (
+        timedelta(seconds=30)
+        < message.next_receipt_check_at - timezone.now()
+        <= timedelta(minutes=1)
     )
 
 
@@ -472,3 +474,46 @@ def test_command_help_and_usage_exit_codes():
     for args in (("--limit", "many"), ("--limit", "0"), ("--bogus",)):
         result = _manage("paubox_refresh_receipts", *args)
         assert result.returncode == 2, (args, result.stderr)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_refreshes_at_once_neither_fail_nor_regress(paubox_sandbox):
+    """Two pollers over the same messages (e.g. cron and the admin action): row locks in one
+    order, so no deadlock; forward-only, so the final statuses stand."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers; run with DJANGO_PAUBOX_TEST_DB=postgres")
+    outcomes = ["bounce", "portal", "patient", "soft"] * 10
+    messages = [send(f"{local}+{i}@example.com") for i, local in enumerate(outcomes)]
+    paubox_sandbox.finish_processing()
+    paubox_sandbox.set_latency(0.01)
+    summaries: list[RefreshSummary] = []
+    failures: list[BaseException] = []
+
+    def poll() -> None:
+        try:
+            pks = [m.pk for m in messages]
+            summaries.append(refresh_receipts(Message.objects.filter(pk__in=pks), batch_size=7))
+        except BaseException as error:  # reported below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=poll) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures
+    assert [s.errors for s in summaries] == [0, 0]
+    assert sum(s.changed for s in summaries) == 40  # each delivery changed exactly once
+    expected = {
+        "bounce": Status.HARD_BOUNCED,
+        "portal": Status.DELIVERED,
+        "patient": Status.DELIVERED,
+        "soft": Status.SOFT_BOUNCED,
+    }
+    for local, message in zip(outcomes, messages, strict=True):
+        assert message.deliveries.get().status == expected[local]
