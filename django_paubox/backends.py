@@ -138,7 +138,7 @@ class Dispatcher:
             for item in batch:
                 item.error = error
             return error
-        for item, outcome in zip(batch, results):
+        for item, outcome in zip(batch, results, strict=True):
             if isinstance(outcome, str):
                 item.tracking_id = outcome
             else:
@@ -163,7 +163,9 @@ class Dispatcher:
                 # The rest used up their attempts: requeue() has failed them with that reason.
                 result.failed.extend(item for item in group if item.row not in requeued)
         for error_text, group in _group_by_error(failed):
-            records.mark_failed([item.row for item in group], group[0].error or error_text, self.conf)
+            records.mark_failed(
+                [item.row for item in group], group[0].error or error_text, self.conf
+            )
         for item in items:
             _tag(item)
         result.sent.extend(sent)
@@ -251,20 +253,25 @@ class PauboxBackendBase(BaseEmailBackend):
             except PauboxPayloadError as error:
                 refused.append((email, error))
         rows = records.create_messages(
-            [(str(email.subject), str(email.from_email), rcpts, body) for email, body, rcpts in ready]
-            + [(str(email.subject), str(email.from_email), _raw_recipients(email), {})
-               for email, _ in refused],
+            [
+                (str(email.subject), str(email.from_email), rcpts, body)
+                for email, body, rcpts in ready
+            ]
+            + [
+                (str(email.subject), str(email.from_email), _raw_recipients(email), {})
+                for email, _ in refused
+            ],
             self.conf,
             keep_payload=keep_payload,
             state=state,
         )
         prepared = [
             Prepared(row=row, payload=body, email=email)
-            for row, (email, body, _) in zip(rows, ready)
+            for row, (email, body, _) in zip(rows[: len(ready)], ready, strict=True)
         ]
         failed = [
             Prepared(row=row, payload={}, email=email, error=error)
-            for row, (email, error) in zip(rows[len(ready) :], refused)
+            for row, (email, error) in zip(rows[len(ready) :], refused, strict=True)
         ]
         for item in failed:
             records.mark_failed([item.row], item.error or "refused", self.conf)

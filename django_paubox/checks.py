@@ -59,8 +59,8 @@ def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
     if conf.allow_non_tls:
         found.append(
             checks.Warning(
-                'PAUBOX["ALLOW_NON_TLS"] is on: messages may be delivered without TLS, which is not '
-                "HIPAA compliant for messages that carry PHI.",
+                'PAUBOX["ALLOW_NON_TLS"] is on: messages may be delivered without TLS, which '
+                "is not HIPAA compliant for messages that carry PHI.",
                 id="django_paubox.W003",
             )
         )

@@ -103,8 +103,7 @@ class PauboxSettings:
 
 def _missing(key: str) -> str:
     return (
-        f'Paubox: PAUBOX["{key}"] is not set (nor the {ENV_FALLBACKS[key]} environment '
-        "variable)."
+        f'Paubox: PAUBOX["{key}"] is not set (nor the {ENV_FALLBACKS[key]} environment variable).'
     )
 
 

@@ -7,15 +7,27 @@ Nothing here logs subjects, bodies or attachments.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from .conf import PauboxSettings
-from .models import Delivery, Message
-from .statuses import Status
+from . import signals
+from .conf import PauboxSettings, get_settings
+from .dispositions import (
+    Counters,
+    InvalidWebhookEvent,  # noqa: F401  (raised by apply_webhook_event)
+    Receipt,
+    ReceiptDelivery,
+    normalise_address,
+    parse_receipt,
+    parse_webhook_event,
+)
+from .models import Delivery, Message, WebhookEvent
+from .statuses import RANK, Outcome, Status, advance, from_webhook_event, is_final
 
 # --- Sending --------------------------------------------------------------------------------
 
@@ -58,7 +70,7 @@ def create_messages(
         Message.objects.bulk_create(messages)
         Delivery.objects.bulk_create(
             Delivery(message=message, recipient=address, kind=kind, status=Status.QUEUED)
-            for message, (_, _, recipients, _) in zip(messages, prepared)
+            for message, (_, _, recipients, _) in zip(messages, prepared, strict=True)
             for kind, address in recipients
         )
     return messages
@@ -101,9 +113,9 @@ def mark_sent(
                 "payload",
             ],
         )
-        Delivery.objects.filter(
-            message__in=[m.pk for m, _ in sent], status=Status.QUEUED
-        ).update(status=Status.SENT, updated_at=now)
+        Delivery.objects.filter(message__in=[m.pk for m, _ in sent], status=Status.QUEUED).update(
+            status=Status.SENT, updated_at=now
+        )
 
 
 def mark_failed(
@@ -229,32 +241,6 @@ def release_stale_claims(message_ids: Sequence[int], conf: PauboxSettings) -> li
 # refreshes at once, or a webhook racing a receipt, can never move a delivery back.
 # ``Message.status`` is derived from its deliveries by ``aggregate_status`` in the same
 # transaction. Signals go out after commit (see signals.py).
-
-import logging  # noqa: E402
-from collections.abc import Callable, Iterable  # noqa: E402
-from datetime import datetime  # noqa: E402
-
-from django.db import IntegrityError  # noqa: E402
-
-from . import signals  # noqa: E402
-from .conf import get_settings  # noqa: E402
-from .dispositions import (  # noqa: E402
-    Counters,
-    InvalidWebhookEvent,  # noqa: F401  (raised by apply_webhook_event)
-    Receipt,
-    ReceiptDelivery,
-    normalise_address,
-    parse_receipt,
-    parse_webhook_event,
-)
-from .models import WebhookEvent  # noqa: E402
-from .statuses import (  # noqa: E402
-    RANK,
-    Outcome,
-    advance,
-    from_webhook_event,
-    is_final,
-)
 
 logger = logging.getLogger("django_paubox")
 

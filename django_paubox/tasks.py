@@ -76,9 +76,7 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
     except Exception as error:  # configuration: fail the rows, do not loop
         records.mark_failed([p.row for p in prepared], error, conf)
         raise
-    result = Dispatcher(client, conf, requeue_transient=True, retry_delay=delay).dispatch(
-        prepared
-    )
+    result = Dispatcher(client, conf, requeue_transient=True, retry_delay=delay).dispatch(prepared)
     if result.requeued:
         requeued = [item.row.pk for item in result.requeued]
         try:
@@ -133,4 +131,3 @@ def purge(older_than_days: int | None = None) -> dict[str, int]:
         return {"deleted": 0}
     summary = retention.purge(timedelta(days=days))
     return {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
-

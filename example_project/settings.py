@@ -68,7 +68,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Paubox ------------------------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django_paubox.backends.PauboxEmailBackend")
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Sunrise Clinic <reminders@clinic.example>")
+DEFAULT_FROM_EMAIL = os.environ.get(
+    "DEFAULT_FROM_EMAIL", "Sunrise Clinic <reminders@clinic.example>"
+)
 PAUBOX = {
     # API_KEY / API_USERNAME / API_URL come from PAUBOX_API_KEY, PAUBOX_API_USERNAME and
     # PAUBOX_API_URL in the environment (run.sh points them at the sandbox).

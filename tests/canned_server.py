@@ -44,8 +44,9 @@ class CannedServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1/"
 
-    def add(self, status: int, body: bytes | str, content_type: str = "application/json",
-            **headers: str) -> None:
+    def add(
+        self, status: int, body: bytes | str, content_type: str = "application/json", **headers: str
+    ) -> None:
         payload = body.encode() if isinstance(body, str) else body
         self.responses.append((status, {"Content-Type": content_type, **headers}, payload))
 

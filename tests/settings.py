@@ -1,4 +1,4 @@
-"""Settings for the test suite: SQLite by default, PostgreSQL when DJANGO_PAUBOX_TEST_DB=postgres."""
+"""Test settings: SQLite by default, PostgreSQL when DJANGO_PAUBOX_TEST_DB=postgres."""
 
 import json
 import os

@@ -50,8 +50,13 @@ def single_posts(sandbox) -> int:
 
 def test_send_mail_sends_records_and_tags_the_message(paubox_sandbox):
     message = EmailMultiAlternatives(
-        "Appointment", "Text body", FROM, ["Ada <ada@example.com>"],
-        cc=["cc@example.com"], bcc=["bcc@example.com"], reply_to=["desk@clinic.example"],
+        "Appointment",
+        "Text body",
+        FROM,
+        ["Ada <ada@example.com>"],
+        cc=["cc@example.com"],
+        bcc=["bcc@example.com"],
+        reply_to=["desk@clinic.example"],
         headers={"X-Clinic": "north"},
     )
     message.attach_alternative("<p>Html</p>", "text/html")
@@ -210,8 +215,12 @@ def test_dropped_connection_fails_the_row(paubox_sandbox):
 
 
 def test_unreachable_paubox_fails_the_row_as_not_sent(db, settings):
-    settings.PAUBOX = {"API_KEY": "k", "API_USERNAME": "u", "API_URL": "http://127.0.0.1:9/v1/",
-                       "MAX_RETRIES": 0}
+    settings.PAUBOX = {
+        "API_KEY": "k",
+        "API_USERNAME": "u",
+        "API_URL": "http://127.0.0.1:9/v1/",
+        "MAX_RETRIES": 0,
+    }
     with pytest.raises(PauboxConnectionError) as info:
         mail.send_mail("s", "b", FROM, ["a@example.com"])
     assert info.value.may_have_been_sent is False

@@ -203,11 +203,18 @@ def screenshot_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def browser_page(monkeypatch: pytest.MonkeyPatch) -> Any:
+def demo(transactional_db: None) -> Message:
+    """The data and the user, written before the browser starts (see ``browser_page``)."""
+    User.objects.create_superuser("support", "support@riverside-clinic.example", PASSWORD)
+    return demo_data()
+
+
+@pytest.fixture
+def browser_page(demo: Message) -> Any:
+    """A Chromium page. It depends on ``demo`` so that no ORM call happens while Playwright's
+    event loop runs in this thread: Django would refuse it (async-unsafe), and a connection
+    opened in that context would outlive the test and block dropping the test database."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
-    # still synchronous, so Django's async-safety guard would refuse them without this.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -228,9 +235,10 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_support_person_finds_a_delivery(live_server: Any, browser_page: Any, screenshot_dir: Path):
-    star = demo_data()
-    User.objects.create_superuser("support", "support@riverside-clinic.example", PASSWORD)
+def test_support_person_finds_a_delivery(
+    live_server: Any, demo: Message, browser_page: Any, screenshot_dir: Path
+):
+    star = demo
     page = browser_page
     base = live_server.url
 

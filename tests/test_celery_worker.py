@@ -89,10 +89,29 @@ class Worker:
     def start(self) -> None:
         self.name = f"w{uuid.uuid4().hex[:6]}@test"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "-l", "INFO",
-             "-c", "2", "-Q", self.queue, "-n", self.name, "--without-gossip",
-             "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celery_app",
+                "worker",
+                "-l",
+                "INFO",
+                "-c",
+                "2",
+                "-Q",
+                self.queue,
+                "-n",
+                self.name,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -149,8 +168,12 @@ def publish_to(worker):
 
 def send(n: int, prefix: str) -> list[EmailMessage]:
     messages = [
-        EmailMessage(f"Reminder {i}", "Your appointment is on Monday.",
-                     "reminders@clinic.example", [f"{prefix}{i}@example.com"])
+        EmailMessage(
+            f"Reminder {i}",
+            "Your appointment is on Monday.",
+            "reminders@clinic.example",
+            [f"{prefix}{i}@example.com"],
+        )
         for i in range(n)
     ]
     assert get_connection(CELERY_BACKEND).send_messages(messages) == n

@@ -14,8 +14,11 @@ from django_paubox.exceptions import PauboxAPIError, PauboxConnectionError
 from .canned_server import CannedServer
 
 KEY = "live-key-must-never-leak"
-MESSAGE = {"recipients": ["a@example.com"], "headers": {"from": "s@clinic.example",
-           "subject": "s"}, "content": {"text/plain": "hello"}}
+MESSAGE = {
+    "recipients": ["a@example.com"],
+    "headers": {"from": "s@clinic.example", "subject": "s"},
+    "content": {"text/plain": "hello"},
+}
 
 
 @pytest.fixture
@@ -25,8 +28,7 @@ def canned():
 
 
 def client_for(url: str, **kw) -> PauboxClient:
-    conf = PauboxSettings(api_key=KEY, api_username="clinic", api_url=url,
-                          retry_backoff=0, **kw)
+    conf = PauboxSettings(api_key=KEY, api_username="clinic", api_url=url, retry_backoff=0, **kw)
     return PauboxClient(conf)
 
 
@@ -63,10 +65,22 @@ def test_one_pooled_connection_for_many_calls(canned):
 @pytest.mark.parametrize(
     ("body", "title", "details", "code"),
     [
-        ({"errors": [{"code": 400, "title": "Invalid Request", "details": "from missing"}]},
-         "Invalid Request", "from missing", 400),
-        ({"errors": [{"status": 422, "title": "Unprocessable", "detail": "domain not verified"}]},
-         "Unprocessable", "domain not verified", 422),
+        (
+            {"errors": [{"code": 400, "title": "Invalid Request", "details": "from missing"}]},
+            "Invalid Request",
+            "from missing",
+            400,
+        ),
+        (
+            {
+                "errors": [
+                    {"status": 422, "title": "Unprocessable", "detail": "domain not verified"}
+                ]
+            },
+            "Unprocessable",
+            "domain not verified",
+            422,
+        ),
         ({"error": "Template not found"}, "Template not found", "", None),
         ({"message": "Forbidden"}, "Forbidden", "", None),
     ],
@@ -91,8 +105,12 @@ def test_html_404_means_wrong_api_url(canned):
 
 
 def test_401_says_check_key_and_username_without_printing_key(canned):
-    canned.add(401, json.dumps({"errors": [{"code": 401, "title": "Unauthorized",
-                                            "details": "Invalid API token"}]}))
+    canned.add(
+        401,
+        json.dumps(
+            {"errors": [{"code": 401, "title": "Unauthorized", "details": "Invalid API token"}]}
+        ),
+    )
     with client_for(canned.url) as client, pytest.raises(PauboxAPIError) as info:
         client.send_message(MESSAGE)
     text = str(info.value) + repr(info.value) + repr(client)
@@ -124,11 +142,18 @@ def test_post_is_never_retried_after_a_5xx(canned):
 
 
 def test_get_is_retried_on_429_and_5xx_honouring_retry_after(canned):
-    canned.add(429, json.dumps({"errors": [{"code": 429, "title": "rate limit exceeded"}]}),
-               **{"Retry-After": "0"})
+    canned.add(
+        429,
+        json.dumps({"errors": [{"code": 429, "title": "rate limit exceeded"}]}),
+        **{"Retry-After": "0"},
+    )
     canned.add(502, "<html>bad gateway</html>", content_type="text/html")
-    canned.add(200, json.dumps({"sourceTrackingId": "t", "data": {"message": {
-        "id": "<x>", "message_deliveries": []}}}))
+    canned.add(
+        200,
+        json.dumps(
+            {"sourceTrackingId": "t", "data": {"message": {"id": "<x>", "message_deliveries": []}}}
+        ),
+    )
     with client_for(canned.url) as client:
         receipt = client.get_receipt("t")
     assert receipt["sourceTrackingId"] == "t"
@@ -145,9 +170,21 @@ def test_get_gives_up_after_max_retries(canned):
 
 
 def test_receipt_404_carries_tracking_id(canned):
-    canned.add(404, json.dumps({"errors": [{"code": 404, "title": "Message was not found",
-               "details": "Message with this tracking id was not found"}],
-               "sourceTrackingId": "abc"}))
+    canned.add(
+        404,
+        json.dumps(
+            {
+                "errors": [
+                    {
+                        "code": 404,
+                        "title": "Message was not found",
+                        "details": "Message with this tracking id was not found",
+                    }
+                ],
+                "sourceTrackingId": "abc",
+            }
+        ),
+    )
     with client_for(canned.url) as client, pytest.raises(PauboxAPIError) as info:
         client.get_receipt("abc")
     assert (info.value.status, info.value.tracking_id) == (404, "abc")
@@ -155,8 +192,12 @@ def test_receipt_404_carries_tracking_id(canned):
 
 
 def test_bulk_returns_ids_in_order_and_flags_odd_items(canned):
-    canned.add(200, json.dumps({"messages": [{"sourceTrackingId": "a"}, {"data": "??"},
-                                             {"sourceTrackingId": "c"}]}))
+    canned.add(
+        200,
+        json.dumps(
+            {"messages": [{"sourceTrackingId": "a"}, {"data": "??"}, {"sourceTrackingId": "c"}]}
+        ),
+    )
     with client_for(canned.url) as client:
         results = client.send_bulk([MESSAGE, MESSAGE, MESSAGE])
     assert results[0] == "a" and results[2] == "c"

@@ -29,7 +29,11 @@ def test_documented_endpoint_and_token_auth_by_default():
 
 def test_bearer_and_newer_url_without_username():
     with override_settings(
-        PAUBOX={"API_KEY": "k1", "API_URL": "https://api.paubox.com/v1/email", "AUTH_SCHEME": "bearer"}
+        PAUBOX={
+            "API_KEY": "k1",
+            "API_URL": "https://api.paubox.com/v1/email",
+            "AUTH_SCHEME": "bearer",
+        }
     ):
         conf = get_settings()
         conf.require_credentials()
@@ -112,8 +116,13 @@ def test_timeout_accepts_a_number_or_a_pair():
 
 def test_check_warns_on_unknown_keys_and_short_secret_and_non_tls():
     with override_settings(
-        PAUBOX={"API_KEY": "k", "API_USERNAME": "u", "API_KYE": "typo", "WEBHOOK_SECRET": "short",
-                "ALLOW_NON_TLS": True}
+        PAUBOX={
+            "API_KEY": "k",
+            "API_USERNAME": "u",
+            "API_KYE": "typo",
+            "WEBHOOK_SECRET": "short",
+            "ALLOW_NON_TLS": True,
+        }
     ):
         ids = {m.id: m for m in check_paubox_settings()}
     assert "API_KYE" in ids["django_paubox.W001"].msg

@@ -44,8 +44,9 @@ def queue(n: int = 1, **kw) -> list[EmailMessage]:
     return messages
 
 
-def test_backend_writes_queued_rows_and_enqueues_on_commit(paubox_sandbox, enqueued,
-                                                           django_capture_on_commit_callbacks):
+def test_backend_writes_queued_rows_and_enqueues_on_commit(
+    paubox_sandbox, enqueued, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         messages = queue(120)
     rows = Message.objects.order_by("pk")
@@ -56,8 +57,9 @@ def test_backend_writes_queued_rows_and_enqueues_on_commit(paubox_sandbox, enque
     assert paubox_sandbox.requests == []  # nothing is sent in the request
 
 
-def test_rolled_back_transaction_sends_nothing(paubox_sandbox, enqueued,
-                                               django_capture_on_commit_callbacks):
+def test_rolled_back_transaction_sends_nothing(
+    paubox_sandbox, enqueued, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         with pytest.raises(RuntimeError), transaction.atomic():
             queue(3)
@@ -150,8 +152,9 @@ def test_connection_refused_is_transient(db, settings, enqueued):
     assert tasks.send_queued([row.pk])["requeued"] == 1
 
 
-def test_sweeper_reenqueues_stale_queued_and_settles_dead_claims(paubox_sandbox, enqueued,
-                                                                 settings):
+def test_sweeper_reenqueues_stale_queued_and_settles_dead_claims(
+    paubox_sandbox, enqueued, settings
+):
     settings.PAUBOX = {**settings.PAUBOX, "OUTBOX_STALE_SECONDS": 60}
     queue(3)
     old = timezone.now() - timezone.timedelta(minutes=5)
@@ -177,8 +180,9 @@ def test_sweeper_requeues_dead_claims_with_resend_ambiguous(db, enqueued, settin
     assert Message.objects.get().state == "queued"
 
 
-def test_broker_down_at_send_time_keeps_rows_queued(db, monkeypatch, caplog,
-                                                    django_capture_on_commit_callbacks):
+def test_broker_down_at_send_time_keeps_rows_queued(
+    db, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
     def refuse(*args, **kwargs):
         raise ConnectionRefusedError("broker down")
 

@@ -438,7 +438,7 @@ def test_a_sandbox_bug_answers_500_not_a_dropped_connection(api, monkeypatch, ca
 
 # -- receipts --------------------------------------------------------------------------------
 def test_receipt_progresses_from_processing_to_delivered(api, paubox_sandbox):
-    paubox_sandbox.processing_seconds = 0.3
+    paubox_sandbox.processing_seconds = 0.5
     msg = message(recipients=["a@example.com"], cc=["b@example.com"], bcc=["c@example.com"])
     tracking_id = api.send_ok(msg)
     first = api.receipt(tracking_id).json()

@@ -11,7 +11,9 @@ class Command(BaseCommand):
         messages = demo_messages()
         with get_connection() as connection:
             sent = connection.send_messages(messages)
-        for message, (_, address, outcome) in zip(messages, PATIENTS):
+        for message, (_, address, outcome) in zip(messages, PATIENTS, strict=True):
             tracking_id = getattr(message, "paubox_tracking_id", None) or "(queued)"
             self.stdout.write(f"  {address:28} {tracking_id:38} expect: {outcome}")
-        self.stdout.write(self.style.SUCCESS(f"{sent} of {len(messages)} demo messages handed over."))
+        self.stdout.write(
+            self.style.SUCCESS(f"{sent} of {len(messages)} demo messages handed over.")
+        )
