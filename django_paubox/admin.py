@@ -62,7 +62,7 @@ def status_badge(status: str) -> SafeString:
 def short_datetime(value: Any) -> SafeString | str:
     """A compact local date and time for table cells; the full one is in the tooltip.
 
-    This year's dates drop the year ("Nov. 21 8:26 p.m."); older ones show the date only.
+    This year's dates drop the year ("Nov 21 8:26 p.m."); older ones show the date only.
     """
     if not value:
         return EMPTY
@@ -414,7 +414,7 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         except PauboxError as exc:
             self.message_user(request, f"Refreshing receipts failed: {exc}", messages.ERROR)
             return
-        errors = summary.errors if isinstance(summary.errors, int) else len(summary.errors)
+        errors = summary.errors
         parts = [
             ngettext(
                 "Checked %(n)d message: ",

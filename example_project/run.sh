@@ -52,6 +52,15 @@ echo "==> Starting the Paubox sandbox on 127.0.0.1:${SANDBOX_PORT}"
     --webhook-url "http://127.0.0.1:${DEMO_PORT}/paubox/webhook/${PAUBOX_WEBHOOK_SECRET}/" &
 pids+=($!)
 
+# Mail goes through the transactional outbox: a real Celery worker (with beat, for receipt
+# polling, sweeping and retention) sends it. The broker is kombu's filesystem transport unless
+# CELERY_BROKER_URL says otherwise (e.g. redis://127.0.0.1:6379/0).
+export EMAIL_BACKEND=${EMAIL_BACKEND:-django_paubox.backends.PauboxCeleryEmailBackend}
+echo "==> Starting a Celery worker and beat (broker: ${CELERY_BROKER_URL:-filesystem})"
+.venv/bin/celery -A example_project worker -B -l INFO -c 2 \
+    --schedule "$STATE/celerybeat-schedule" >"$STATE/celery.log" 2>&1 &
+pids+=($!)
+
 echo "==> Starting the dev server on 127.0.0.1:${DEMO_PORT}"
 "${MANAGE[@]}" runserver "127.0.0.1:${DEMO_PORT}" --noreload &
 pids+=($!)
@@ -72,6 +81,7 @@ cat <<INFO
   Admin:    http://127.0.0.1:${DEMO_PORT}/admin/django_paubox/message/
   Login:    admin / ${ADMIN_PASSWORD}
   Sandbox:  http://127.0.0.1:${SANDBOX_PORT}/   (the messages Paubox "received")
+  Worker:   $STATE/celery.log   (task results: /admin/django_celery_results/taskresult/)
   Send more demo messages: http://127.0.0.1:${DEMO_PORT}/
 
   Dispositions move from "sent" to their final state within ~${SANDBOX_PROCESSING_SECONDS:-8} s, as

@@ -59,6 +59,8 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("EXAMPLE_DB", str(BASE_DIR / "db.sqlite3")),
+        # The dev server, the worker and beat write at once: wait for the lock, don't fail.
+        "OPTIONS": {"timeout": 20},
     }
 }
 USE_TZ = True

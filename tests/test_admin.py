@@ -711,3 +711,12 @@ def test_every_status_belongs_to_one_outcome():
     for status in Status.values:
         assert sum(status in o.statuses for o in dashboard.OUTCOMES) == 1
     assert dashboard.outcome_of("something new") == "in_progress"
+
+
+def test_refresh_without_credentials_says_so(admin_client: Client, settings, monkeypatch):
+    monkeypatch.delenv("PAUBOX_API_KEY", raising=False)
+    settings.PAUBOX = {"API_URL": "http://127.0.0.1:9/v1/", "API_USERNAME": "u"}
+    m = make_message()
+    (text,) = flash(post_action(admin_client, "refresh_receipts", [m]))
+    assert text.startswith("Cannot refresh receipts:")
+    assert 'PAUBOX["API_KEY"] is not set' in text
