@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -19,7 +19,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 
 from . import payload as payloads
-from . import records
+from . import records, signals
 from .client import BulkItemError, PauboxClient
 from .conf import PauboxSettings, get_settings
 from .exceptions import PauboxAPIError, PauboxConnectionError, PauboxError, PauboxPayloadError
@@ -37,6 +37,14 @@ class Prepared:
     email: EmailMessage | None = None
     tracking_id: str | None = None
     error: PauboxError | None = None
+    #: Bare addresses of to, cc and bcc, for post_send's per-recipient outcomes.
+    recipients: list[str] = field(default_factory=list)
+
+    @property
+    def sender(self) -> str:
+        """The From Paubox will see (an extra From header wins), which picks the API key."""
+        headers = self.payload.get("message", {}).get("headers", {})
+        return str(headers.get("from") or self.row.from_email)
 
     def send_body_extras(self) -> dict[str, Any]:
         return dict(self.payload.get("extras") or {})
@@ -166,13 +174,35 @@ class Dispatcher:
             records.mark_failed(
                 [item.row for item in group], group[0].error or error_text, self.conf
             )
+        requeued = set(map(id, result.requeued))
         for item in items:
             _tag(item)
+            _post_send(item, "queued" if id(item) in requeued else None)
         result.sent.extend(sent)
         result.failed.extend(failed)
         if failed:
             logger.warning(
                 "Paubox: %d message(s) not sent: %s", len(failed), failed[0].error or "unknown"
+            )
+
+
+def _post_send(item: Prepared, status: str | None = None) -> None:
+    """``post_send`` for one message; a failing receiver is logged, the record stays."""
+    status = status or ("sent" if item.tracking_id else "failed")
+    responses = signals.post_send.send_robust(
+        sender=Message,
+        message=item.email,
+        record=item.row,
+        tracking_id=item.tracking_id,
+        error=item.error,
+        outcomes=dict.fromkeys(item.recipients, status),
+    )
+    for receiver, response in responses:
+        if isinstance(response, Exception):
+            logger.error(
+                "Paubox: a post_send receiver (%s) raised %s",
+                getattr(receiver, "__qualname__", receiver),
+                type(response).__name__,
             )
 
 
@@ -228,6 +258,8 @@ class PauboxBackendBase(BaseEmailBackend):
         super().__init__(fail_silently=fail_silently, **kwargs)
         self._overrides = {"api_key": api_key, "api_username": api_username, "api_url": api_url}
         self.conf = get_settings(**self._overrides)
+        if api_key:  # credentials given for this connection: no routing by From domain
+            self.conf = replace(self.conf, domains=())
         self.conf.require_credentials()
 
     def prepare(
@@ -247,7 +279,12 @@ class PauboxBackendBase(BaseEmailBackend):
             if not email.recipients():
                 continue  # Django's contract: a message without recipients is skipped
             try:
+                signals.pre_send.send(sender=Message, message=email, backend=self)
+            except signals.CancelSend:
+                continue
+            try:
                 message = payloads.build_message(email, self.conf)
+                self.conf.for_sender(message["headers"]["from"])  # a key for its domain?
                 body = {"message": message, "extras": payloads.send_extras(email)}
                 ready.append((email, body, payloads.message_recipients(email)))
             except PauboxPayloadError as error:
@@ -266,17 +303,31 @@ class PauboxBackendBase(BaseEmailBackend):
             state=state,
         )
         prepared = [
-            Prepared(row=row, payload=body, email=email)
-            for row, (email, body, _) in zip(rows[: len(ready)], ready, strict=True)
+            Prepared(row=row, payload=body, email=email, recipients=[a for _, a in rcpts])
+            for row, (email, body, rcpts) in zip(rows[: len(ready)], ready, strict=True)
         ]
         failed = [
-            Prepared(row=row, payload={}, email=email, error=error)
+            Prepared(
+                row=row,
+                payload={},
+                email=email,
+                error=error,
+                recipients=[a for _, a in _raw_recipients(email)],
+            )
             for row, (email, error) in zip(rows[len(ready) :], refused, strict=True)
         ]
         for item in failed:
             records.mark_failed([item.row], item.error or "refused", self.conf)
             _tag(item)
+            _post_send(item)
         return prepared, failed
+
+    def by_domain(self, prepared: Sequence[Prepared]) -> dict[PauboxSettings, list[Prepared]]:
+        """Group messages by the settings (API key) of their From domain, in order."""
+        groups: dict[PauboxSettings, list[Prepared]] = {}
+        for item in prepared:
+            groups.setdefault(self.conf.for_sender(item.sender), []).append(item)
+        return groups
 
 
 def _raw_recipients(email: EmailMessage) -> list[tuple[str, str]]:
@@ -297,18 +348,33 @@ class PauboxEmailBackend(PauboxBackendBase):
 
     def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
         super().__init__(fail_silently=fail_silently, **kwargs)
-        self.client: PauboxClient | None = None
+        #: One pooled client per sending domain's settings (one in all without DOMAINS).
+        self.clients: dict[PauboxSettings, PauboxClient] = {}
+        self.opened = False
+
+    @property
+    def client(self) -> PauboxClient | None:
+        """The connection's client when it has exactly one (no ``DOMAINS``)."""
+        return self.clients.get(self.conf)
 
     def open(self) -> bool:
-        if self.client is not None:
+        if self.opened:
             return False
-        self.client = PauboxClient(self.conf)
+        self.opened = True
+        if not self.conf.domains:
+            self.clients[self.conf] = PauboxClient(self.conf)
         return True
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        for client in self.clients.values():
+            client.close()
+        self.clients = {}
+        self.opened = False
+
+    def client_for(self, conf: PauboxSettings) -> PauboxClient:
+        if conf not in self.clients:
+            self.clients[conf] = PauboxClient(conf)
+        return self.clients[conf]
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
@@ -318,10 +384,10 @@ class PauboxEmailBackend(PauboxBackendBase):
         if prepared:
             new_connection = self.open()
             try:
-                assert self.client is not None
-                sent = Dispatcher(self.client, self.conf).dispatch(prepared)
-                result.sent.extend(sent.sent)
-                result.failed.extend(sent.failed)
+                for conf, group in self.by_domain(prepared).items():
+                    sent = Dispatcher(self.client_for(conf), conf).dispatch(group)
+                    result.sent.extend(sent.sent)
+                    result.failed.extend(sent.failed)
             finally:
                 if new_connection:
                     self.close()
@@ -368,13 +434,15 @@ def resend_stored(message: Message) -> Message:
             "This message's content was not stored (PAUBOX['STORE_CONTENT'] is off, to keep PHI "
             "out of the database), so it cannot be resent."
         )
-    conf = get_settings()
+    sender = message.payload["message"].get("headers", {}).get("from") or message.from_email
+    conf = get_settings().for_sender(sender)  # before the row: no key, nothing recorded
     recipients = list(message.deliveries.values_list("kind", "recipient"))
     (row,) = records.create_messages(
         [(message.subject, message.from_email, recipients, message.payload)], conf
     )
+    item = Prepared(row=row, payload=message.payload, recipients=[a for _, a in recipients])
     with PauboxClient(conf) as client:
-        result = Dispatcher(client, conf).dispatch([Prepared(row=row, payload=message.payload)])
+        result = Dispatcher(client, conf).dispatch([item])
     row.refresh_from_db()
     error = result.first_error
     if error is not None:

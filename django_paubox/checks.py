@@ -39,6 +39,14 @@ def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
             conf.require_credentials()
         except PauboxConfigError as error:
             found.append(checks.Error(str(error), id="django_paubox.E002"))
+    if conf.domains:
+        found.append(
+            checks.Info(
+                f"Paubox sends from {len(conf.domains)} domain(s), each with its own API key: "
+                f"{', '.join(conf.domain_names)}.",
+                id="django_paubox.I002",
+            )
+        )
     if not conf.webhook_secret:
         found.append(
             checks.Info(

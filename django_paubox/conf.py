@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from email.utils import parseaddr
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 
-from .exceptions import PauboxConfigError
+from .exceptions import PauboxConfigError, PauboxPayloadError
 
 DOCUMENTED_API_URL = "https://api.paubox.net/v1/"
 AUTH_SCHEMES = ("Token", "Bearer")
@@ -25,6 +26,20 @@ ENV_FALLBACKS = {
     "API_USERNAME": "PAUBOX_API_USERNAME",
     "API_URL": "PAUBOX_API_URL",
 }
+
+
+@dataclass(frozen=True)
+class DomainCredentials:
+    """One entry of ``PAUBOX["DOMAINS"]``: Paubox issues one API key per verified domain.
+
+    Empty fields fall back to the top-level settings (the endpoint username is usually the
+    organisation's, shared by every domain).
+    """
+
+    api_key: str = field(default="", repr=False)
+    api_username: str = ""
+    api_url: str = ""
+    auth_scheme: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,41 @@ class PauboxSettings:
     #: ...up to this many seconds.
     outbox_retry_delay_max: float = 600.0
 
+    #: ``PAUBOX["DOMAINS"]``: credentials per sending domain, routed by the From address.
+    domains: tuple[tuple[str, DomainCredentials], ...] = field(default=(), repr=False)
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [name for name, _ in self.domains]
+
+    def for_domain(self, domain: str) -> PauboxSettings:
+        """The settings for sending from ``domain``: its own key when ``DOMAINS`` is set.
+
+        Raises :class:`PauboxPayloadError` (the message cannot be sent, nothing else is wrong)
+        for a domain that ``DOMAINS`` does not list.
+        """
+        if not self.domains:
+            return self
+        wanted = domain.strip().lower()
+        for name, credentials in self.domains:
+            if name == wanted:
+                return replace(
+                    self,
+                    api_key=credentials.api_key,
+                    api_username=credentials.api_username or self.api_username,
+                    api_url=credentials.api_url or self.api_url,
+                    auth_scheme=credentials.auth_scheme or self.auth_scheme,
+                    domains=(),
+                )
+        raise PauboxPayloadError(
+            f'Paubox: no API key for the sending domain "{wanted}". Paubox issues one key per '
+            f'verified domain: add it to PAUBOX["DOMAINS"] (configured: '
+            f"{', '.join(self.domain_names)})."
+        )
+
+    def for_sender(self, from_email: str) -> PauboxSettings:
+        return self.for_domain(sender_domain(from_email))
+
     @property
     def base_url(self) -> str:
         """The URL every API path is relative to, without a trailing slash."""
@@ -91,6 +141,10 @@ class PauboxSettings:
 
     def require_credentials(self) -> None:
         """Raise :class:`PauboxConfigError` naming the first missing credential."""
+        if self.domains:
+            for name in self.domain_names:
+                self.for_domain(name).require_credentials()
+            return
         if not self.api_key:
             raise PauboxConfigError(_missing("API_KEY"))
         if not self.api_username and _is_documented_host(self.api_url):
@@ -111,7 +165,13 @@ def _is_documented_host(api_url: str) -> bool:
     return urlsplit(api_url).hostname == "api.paubox.net"
 
 
-KNOWN_KEYS = frozenset(f.name.upper() for f in fields(PauboxSettings)) | {"DOMAINS"}
+def sender_domain(from_email: str) -> str:
+    """The lower-cased domain of a From address: ``"C <a@Clinic.example>"`` → ``clinic.example``."""
+    _, address = parseaddr(str(from_email))
+    return (address or str(from_email)).rpartition("@")[2].strip(" >").lower()
+
+
+KNOWN_KEYS = frozenset(f.name.upper() for f in fields(PauboxSettings))
 
 
 def raw_settings() -> Mapping[str, Any]:
@@ -183,8 +243,50 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 ) from None
             if out[key] < 1:
                 raise PauboxConfigError(f'Paubox: PAUBOX["{key.upper()}"] must be at least 1.')
+    if "domains" in out:
+        out["domains"] = _domains(out["domains"])
     if out.get("batch_size", 1) > 50:
         raise PauboxConfigError(
             'Paubox: PAUBOX["BATCH_SIZE"] may be at most 50 (Paubox\'s recommended bulk size).'
         )
     return out
+
+
+def _domains(value: Any) -> tuple[tuple[str, DomainCredentials], ...]:
+    if not value:
+        return ()
+    if not isinstance(value, Mapping):
+        raise PauboxConfigError(
+            'Paubox: PAUBOX["DOMAINS"] must be a dict of {"<domain>": {"API_KEY": ...}}.'
+        )
+    domains = []
+    for name, entry in value.items():
+        domain = str(name).strip().lower()
+        if not isinstance(entry, Mapping) or not entry.get("API_KEY"):
+            raise PauboxConfigError(
+                f'Paubox: PAUBOX["DOMAINS"]["{domain}"] needs an "API_KEY" (Paubox issues one key '
+                "per verified sending domain)."
+            )
+        unknown = set(entry) - {"API_KEY", "API_USERNAME", "API_URL", "AUTH_SCHEME"}
+        if unknown:
+            raise PauboxConfigError(
+                f'Paubox: PAUBOX["DOMAINS"]["{domain}"] has unknown key(s): '
+                f"{', '.join(sorted(unknown))}."
+            )
+        scheme = (
+            _coerce({"auth_scheme": entry["AUTH_SCHEME"]})["auth_scheme"]
+            if entry.get("AUTH_SCHEME")
+            else ""
+        )
+        domains.append(
+            (
+                domain,
+                DomainCredentials(
+                    api_key=str(entry["API_KEY"]),
+                    api_username=str(entry.get("API_USERNAME") or ""),
+                    api_url=str(entry.get("API_URL") or ""),
+                    auth_scheme=scheme,
+                ),
+            )
+        )
+    return tuple(sorted(domains))

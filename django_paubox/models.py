@@ -21,6 +21,8 @@ class Message(models.Model):
         SENDING = "sending", "Sending"  # a send is under way (or died: see the sweeper)
         SENT = "sent", "Sent"  # Paubox accepted it and returned a tracking id
         FAILED = "failed", "Failed"  # Paubox refused it, or it could not be sent
+        #: A scheduled send called off before its time (Paubox will never send it).
+        CANCELLED = "cancelled", "Cancelled"
 
     tracking_id = models.CharField(
         "Paubox tracking id", max_length=64, unique=True, null=True, blank=True
@@ -49,6 +51,10 @@ class Message(models.Model):
     payload = models.JSONField(null=True, blank=True, editable=False)
     receipt_checked_at = models.DateTimeField(null=True, blank=True)
     next_receipt_check_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    #: A scheduled send (``paubox_send_at``): when Paubox is to send it. Such a message is
+    #: ``sent`` once Paubox accepted it (it has a tracking id) and its ``sent_at`` is this time;
+    #: its deliveries stay ``queued`` until Paubox reports on them.
+    scheduled_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -122,3 +128,35 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_name} {self.source_tracking_id}".strip()
+
+
+class DynamicTemplate(models.Model):
+    """A local mirror of one Paubox dynamic template (Handlebars), keyed by Paubox's id.
+
+    Paubox is the source of truth: the admin creates, changes and deletes templates through the
+    API first and mirrors the answer here; "Sync from Paubox" rebuilds the mirror.
+    ``sample_values`` exist only here, for the admin's preview: never put patient data in them.
+    """
+
+    paubox_id = models.PositiveBigIntegerField("Paubox id", unique=True)
+    name = models.CharField(
+        max_length=255,
+        db_index=True,
+        help_text="Messages name it in paubox_template_name (it must match exactly).",
+    )
+    body = models.TextField(blank=True, help_text="The Handlebars template.")
+    sample_values = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Made-up values (a JSON object) for the preview. Never real patient data.",
+    )
+    paubox_created_at = models.CharField(max_length=64, blank=True)
+    paubox_updated_at = models.CharField(max_length=64, blank=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "paubox_id"]
+        verbose_name = "dynamic template"
+
+    def __str__(self) -> str:
+        return self.name or f"Template {self.paubox_id}"

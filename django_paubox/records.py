@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import signals
-from .conf import PauboxSettings, get_settings
+from .conf import PauboxSettings, get_settings, sender_domain
 from .dispositions import (
     Counters,
     InvalidWebhookEvent,  # noqa: F401  (raised by apply_webhook_event)
@@ -30,11 +30,6 @@ from .models import Delivery, Message, WebhookEvent
 from .statuses import RANK, Outcome, Status, advance, from_webhook_event, is_final
 
 # --- Sending --------------------------------------------------------------------------------
-
-
-def _sender_domain(from_email: str) -> str:
-    _, _, domain = from_email.rpartition("@")
-    return domain.strip(" >").lower()
 
 
 def create_messages(
@@ -58,7 +53,7 @@ def create_messages(
             status=Status.QUEUED,
             subject=subject if conf.store_subject else "",
             from_email=from_email,
-            sender_domain=_sender_domain(from_email),
+            sender_domain=sender_domain(from_email),
             recipient_count=len(recipients),
             created_at=now,
             next_attempt_at=now if state == Message.State.QUEUED else None,
@@ -620,3 +615,83 @@ def apply_webhook_event(
             _robust(signals.webhook_received, sender=WebhookEvent, event=event, created=created)
         )
     return event, created
+
+
+# --- Scheduled sends --------------------------------------------------------------------------
+#
+# A scheduled message is ``sent`` (Paubox accepted it and returned a tracking id) with
+# ``scheduled_at`` set; its ``sent_at`` is the scheduled time, so that receipt polling, the
+# dashboard and the monthly usage count it when Paubox sends it. Its deliveries stay ``queued``
+# until Paubox reports on them. A cancelled one is ``cancelled``, its deliveries ``failed``
+# (final: no late report can revive a message that will never be sent).
+
+#: Raw status kept on the deliveries of a cancelled scheduled send.
+CANCELLED_RAW_STATUS = "scheduled send cancelled"
+
+
+def mark_scheduled(
+    scheduled: Sequence[tuple[Message, str, datetime]],
+    conf: PauboxSettings,
+    *,
+    next_check_in: float = 60.0,
+) -> None:
+    """Record scheduled sends Paubox accepted: ``(row, tracking id, scheduled time)``.
+
+    Receipts are first asked for ``next_check_in`` seconds after the scheduled time: before
+    it Paubox has nothing to report.
+    """
+    if not scheduled:
+        return
+    for message, tracking_id, when in scheduled:
+        message.tracking_id = tracking_id
+        message.state = Message.State.SENT
+        message.status = Status.QUEUED
+        message.scheduled_at = when
+        message.sent_at = when
+        message.error = ""
+        message.error_status = None
+        message.attempts += 1
+        message.next_receipt_check_at = when + timezone.timedelta(seconds=next_check_in)
+        if not conf.store_content:
+            message.payload = None
+    Message.objects.bulk_update(
+        [m for m, _, _ in scheduled],
+        [
+            "tracking_id",
+            "state",
+            "status",
+            "scheduled_at",
+            "sent_at",
+            "error",
+            "error_status",
+            "attempts",
+            "next_receipt_check_at",
+            "payload",
+        ],
+    )
+
+
+def mark_rescheduled(message: Message, when: datetime, *, next_check_in: float = 60.0) -> None:
+    """Record that Paubox now sends ``message`` at ``when``."""
+    message.scheduled_at = when
+    message.sent_at = when
+    message.next_receipt_check_at = when + timezone.timedelta(seconds=next_check_in)
+    Message.objects.filter(pk=message.pk).update(
+        scheduled_at=when, sent_at=when, next_receipt_check_at=message.next_receipt_check_at
+    )
+
+
+def mark_cancelled(messages: Sequence[Message]) -> None:
+    """Record scheduled sends that Paubox will not send: ``cancelled``, deliveries ``failed``."""
+    if not messages:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        for message in messages:
+            message.state = Message.State.CANCELLED
+            message.status = Status.FAILED
+            message.next_receipt_check_at = None
+        Message.objects.bulk_update(list(messages), ["state", "status", "next_receipt_check_at"])
+        Delivery.objects.filter(message__in=[m.pk for m in messages]).exclude(
+            status=Status.FAILED
+        ).update(status=Status.FAILED, raw_status=CANCELLED_RAW_STATUS, updated_at=now)

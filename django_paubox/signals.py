@@ -17,6 +17,22 @@ webhook call into an error.
     ``sender=WebhookEvent``; kwargs ``event`` (the stored row) and ``created`` (False when the
     event had already been stored: Paubox, or someone, sent it again). Sent for every accepted
     webhook call, known event name or not.
+
+Around sending (``sender=Message``):
+
+``pre_send``
+    Sent for each ``EmailMessage`` before anything is recorded or sent; kwargs ``message``
+    (the EmailMessage: a receiver may change it) and ``backend``. A receiver raises
+    :class:`CancelSend` to drop that one message (it is not recorded, sent or counted); any
+    other exception propagates to the caller, before anything was recorded or sent.
+
+``post_send``
+    Sent once Paubox has answered for a message, or it was refused before sending; kwargs
+    ``message`` (the EmailMessage, or ``None`` when a Celery worker sent it from the outbox),
+    ``record`` (its :class:`~django_paubox.models.Message` row), ``tracking_id`` (or ``None``),
+    ``error`` (the exception, or ``None``) and ``outcomes``: ``{recipient: status}`` with
+    ``sent``, ``queued`` (back in the outbox for a retry) or ``failed``. Sent with
+    ``send_robust``: a failing receiver is logged and cannot undo the record of the send.
 """
 
 from __future__ import annotations
@@ -25,3 +41,9 @@ from django.dispatch import Signal
 
 delivery_status_changed = Signal()
 webhook_received = Signal()
+pre_send = Signal()
+post_send = Signal()
+
+
+class CancelSend(Exception):
+    """Raised by a ``pre_send`` receiver to drop one message without sending it."""

@@ -16,9 +16,11 @@ from typing import Any
 from celery import shared_task
 
 from . import records
-from .backends import Dispatcher, Prepared
+from .backends import Dispatcher, DispatchResult, Prepared
 from .client import PauboxClient
 from .conf import PauboxSettings, get_settings
+from .exceptions import PauboxConfigError, PauboxPayloadError
+from .models import Delivery
 from .outbox import enqueue
 
 logger = logging.getLogger(__name__)
@@ -69,14 +71,32 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
     if broken:
         logger.warning("Paubox send_queued: %d message(s) without a valid payload", len(broken))
         records.mark_failed(broken, "The stored payload is missing or invalid", conf)
-    prepared = [Prepared(row=row, payload=row.payload) for row in rows if row not in broken]
+    recipients: dict[int, list[str]] = {}
+    for message_id, address in Delivery.objects.filter(message__in=rows).values_list(
+        "message_id", "recipient"
+    ):
+        recipients.setdefault(message_id, []).append(address)
+    prepared = [
+        Prepared(row=row, payload=row.payload, recipients=recipients.get(row.pk, []))
+        for row in rows
+        if row not in broken
+    ]
     delay = retry_delay(max((row.attempts for row in rows), default=0), conf)
-    try:
-        client = _client(conf)
-    except Exception as error:  # configuration: fail the rows, do not loop
-        records.mark_failed([p.row for p in prepared], error, conf)
-        raise
-    result = Dispatcher(client, conf, requeue_transient=True, retry_delay=delay).dispatch(prepared)
+    groups = _by_domain(prepared, conf)
+    result = DispatchResult(failed=[item for item in prepared if item.error is not None])
+    for domain_conf, group in groups.items():
+        try:
+            client = _client(domain_conf)
+        except PauboxConfigError as error:  # fail the rows, do not loop
+            records.mark_failed([p.row for p in group], error, conf)
+            result.failed.extend(group)
+            continue
+        sent = Dispatcher(client, domain_conf, requeue_transient=True, retry_delay=delay).dispatch(
+            group
+        )
+        result.sent.extend(sent.sent)
+        result.failed.extend(sent.failed)
+        result.requeued.extend(sent.requeued)
     if result.requeued:
         requeued = [item.row.pk for item in result.requeued]
         try:
@@ -92,6 +112,23 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
         "requeued": len(result.requeued),
         "skipped": len(ids) - len(rows),
     }
+
+
+def _by_domain(
+    prepared: list[Prepared], conf: PauboxSettings
+) -> dict[PauboxSettings, list[Prepared]]:
+    """Group by the API key of each message's From domain.
+
+    A domain with no key (``DOMAINS`` changed since the message was queued) fails its message.
+    """
+    groups: dict[PauboxSettings, list[Prepared]] = {}
+    for item in prepared:
+        try:
+            groups.setdefault(conf.for_sender(item.sender), []).append(item)
+        except PauboxPayloadError as error:
+            item.error = error
+            records.mark_failed([item.row], error, conf)
+    return groups
 
 
 @shared_task(name="django_paubox.sweep_outbox")
@@ -117,6 +154,7 @@ def refresh_receipts(limit: int | None = 1000) -> dict[str, int]:
     """Poll ``/message_receipt`` for messages whose deliveries are not final and are due."""
     from . import receipts
 
+    receipts.stop_expired()
     summary = receipts.refresh_receipts(receipts.due_messages(limit=limit))
     return {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
 

@@ -1079,7 +1079,7 @@ def test_fixture_points_settings_at_the_sandbox(paubox_sandbox):
 
 def test_fixture_settings_keep_other_keys_and_restore(paubox_sandbox_server):
     with override_settings(PAUBOX={"API_KEY": "real", "BATCH_SIZE": 7, "API_URL": "https://x/v1/"}):
-        with plugin._paubox_settings(paubox_sandbox_server):
+        with plugin.sandbox_settings(paubox_sandbox_server):
             assert settings.PAUBOX["BATCH_SIZE"] == 7
             assert settings.PAUBOX["API_URL"] == paubox_sandbox_server.url
             assert settings.PAUBOX["API_KEY"] == plugin.SANDBOX_API_KEY

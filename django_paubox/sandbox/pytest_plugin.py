@@ -53,7 +53,7 @@ def paubox_sandbox(paubox_sandbox_server: SandboxServer) -> Iterator[SandboxServ
     server = paubox_sandbox_server
     credentials = (server.api_key, server.api_username)
     _fresh(server, credentials)
-    with _paubox_settings(server):
+    with sandbox_settings(server):
         try:
             yield server
         finally:
@@ -78,8 +78,10 @@ def _django_settings_ready() -> bool:
     return bool(settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"))
 
 
-def _paubox_settings(server: SandboxServer) -> AbstractContextManager[Any]:
-    """``override_settings(PAUBOX=...)`` for ``server``, or nothing without Django settings."""
+def sandbox_settings(server: SandboxServer) -> AbstractContextManager[Any]:
+    """``override_settings(PAUBOX=...)`` for ``server``, or nothing without Django settings.
+
+    Public: :class:`django_paubox.testing.PauboxSandboxMixin` uses it too."""
     if not _django_settings_ready():
         return nullcontext()
     from django.conf import settings

@@ -1,0 +1,140 @@
+"""3. Receipts: refreshing 1,000 pending messages at 50 ms per call, versus sequential polling.
+
+Both sides ask about the same 1,000 tracking ids. Ours is ``receipts.refresh_receipts`` (bounded
+thread pool, receipts applied to the rows in batches); the baseline is the SDK's ``get`` in a
+loop, which applies nothing. The limit is the concurrency: 1,000 / 16 round trips.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from django.core.mail import get_connection, send_mass_mail
+from paubox import PauboxApiClient
+
+from django_paubox import receipts
+from django_paubox.client import PauboxClient
+from django_paubox.conf import get_settings
+from django_paubox.models import Delivery, Message
+
+from . import common
+from .db import count_queries, empty_paubox_tables
+from .report import Result, ratio, seconds
+from .sandbox import API_KEY, SandboxProcess
+
+KEY = "receipts"
+TITLE = "3. Receipts refresh"
+TARGET = 10.0
+LATENCY_MS = 50.0
+
+
+class InFlight:
+    """Wraps a real PauboxClient and records how many receipt requests overlap at most."""
+
+    def __init__(self, client: PauboxClient) -> None:
+        self.client = client
+        self.current = 0
+        self.peak = 0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def get_receipt(self, tracking_id: str) -> dict[str, Any]:
+        with self._lock:
+            self.current += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.current)
+        try:
+            return self.client.get_receipt(tracking_id)
+        finally:
+            with self._lock:
+                self.current -= 1
+
+
+def run(quick: bool) -> Result:
+    n = 100 if quick else 1000
+    result = Result(KEY, f"{TITLE}, {n:,} pending at {LATENCY_MS:.0f} ms")
+    empty_paubox_tables()
+    # Receipts stay "processing" for the whole run: every message stays pending.
+    with SandboxProcess(latency_ms=0, processing_seconds=3600) as sandbox:
+        common.point_at(sandbox)
+        control = sandbox.control
+        assert control is not None
+        send_mass_mail(
+            [
+                (common.SUBJECT, common.TEXT, common.SENDER, [common.recipient("rcpt", i)])
+                for i in range(n)
+            ],
+            connection=get_connection(),
+        )
+        tracking_ids = list(
+            Message.objects.filter(state=Message.State.SENT).values_list("tracking_id", flat=True)
+        )
+        assert len(tracking_ids) == n, len(tracking_ids)
+        conf = get_settings()
+        concurrency = conf.receipt_concurrency
+        sdk = PauboxApiClient(API_KEY, sandbox.base_url)
+        sdk.get(tracking_ids[0])  # warm up
+        # No reset from here on: it would forget the messages. Count requests by difference.
+        control.set_latency(LATENCY_MS / 1000)
+        before = sandbox.api_requests()
+
+        client = InFlight(PauboxClient(conf))
+        ours = common.Timer()
+        with count_queries() as counted, common.profiled("receipts"), ours.measure():
+            summary = receipts.refresh_receipts(
+                Message.objects.filter(tracking_id__in=tracking_ids), conf=conf, client=client
+            )
+        client.client.close()
+        ours_requests = sandbox.api_requests() - before
+        processing = Delivery.objects.filter(status="processing").count()
+        before = sandbox.api_requests()
+
+        baseline = common.Timer()
+        with baseline.measure():
+            for tracking_id in tracking_ids:
+                sdk.get(tracking_id).to_dict  # noqa: B018 (parse it, as a caller would)
+        sdk_requests = sandbox.api_requests() - before
+
+    speedup = baseline.seconds / ours.seconds
+    ideal = math.ceil(n / concurrency) * LATENCY_MS / 1000
+    result.row(
+        "wall time",
+        seconds(ours.seconds),
+        seconds(baseline.seconds) + " (SDK get loop)",
+        ratio(baseline.seconds, ours.seconds),
+        f"≥ {TARGET:.0f}× (limit {n * LATENCY_MS / 1000 / ideal:.0f}×)",
+        speedup >= TARGET,
+    )
+    result.row(
+        "requests in flight at most",
+        f"{client.peak}",
+        "1",
+        "",
+        f"≤ RECEIPT_CONCURRENCY ({concurrency})",
+        client.peak <= concurrency,
+    )
+    result.note(
+        f"Time floor at RECEIPT_CONCURRENCY={concurrency}: ⌈{n}/{concurrency}⌉ × "
+        f"{LATENCY_MS:.0f} ms = {seconds(ideal)}."
+    )
+    result.note(
+        f"Summary: {summary.as_dict()}; {processing:,} deliveries now 'processing'; "
+        f"{counted.count:,} database queries ({counted.count / n:.2f} per message)."
+    )
+    result.note(
+        f"GET /message_receipt: ours {ours_requests['GET message_receipt']:,}, "
+        f"SDK {sdk_requests['GET message_receipt']:,}."
+    )
+    result.checks = {
+        "messages": n,
+        "checked": summary.checked,
+        "errors": summary.errors,
+        "receipt_requests": ours_requests["GET message_receipt"],
+        "peak_in_flight": client.peak,
+        "concurrency": concurrency,
+        "queries": counted.count,
+        "processing": processing,
+    }
+    return result
