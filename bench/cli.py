@@ -8,6 +8,7 @@ them down (``--quick``), use an SQLite file instead, or profile the measured cod
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from .registry import BENCHMARKS, BY_KEY
 from .report import Result, markdown, write
@@ -98,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         "no_proxy": "127.0.0.1,localhost",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+    lock_name = args.db_name if database == "postgres" else str(results_dir).replace("/", "_")
+    lock = _exclusive(Path(tempfile.gettempdir()) / f"django-paubox-bench-{lock_name}.lock")
+    if lock is None:
+        print("another benchmark run is using this database; wait for it", file=sys.stderr)
+        return 2
     subprocess.run(
         [sys.executable, "-m", "bench.child", "--setup"], cwd=ROOT, env=env, check=True
     )
@@ -115,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     write(results, results_dir, text)
     print(text)
     return 1 if any(r.error for r in results) else 0
+
+
+def _exclusive(path: Path) -> IO[str] | None:
+    """An exclusive lock held while the run lasts: two runs would empty each other's tables."""
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def _run_one(key: str, quick: bool, timeout: float, env: dict[str, str]) -> Result:

@@ -124,3 +124,41 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (gone ones count 0)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (gunicorn's workers, celery's pool)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as kids:
+            return [int(p) for p in kids.read().split()]
+    except OSError:
+        return []
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (backends, WAL writer...)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", encoding="ascii") as comm:
+                if comm.read().strip() == "postgres":
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids

@@ -135,3 +135,59 @@ class SandboxProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class Relay:
+    """``bench.netem`` in its own process: a new connection costs ``connect_delay_ms``."""
+
+    def __init__(self, sandbox: SandboxProcess, connect_delay_ms: float) -> None:
+        self.sandbox = sandbox
+        self.connect_delay_ms = connect_delay_ms
+        self.process: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def start(self) -> Relay:
+        upstream = self.sandbox.url.split("//", 1)[1].split("/", 1)[0]
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.netem",
+                "--upstream",
+                upstream,
+                "--connect-delay-ms",
+                str(self.connect_delay_ms),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError("the relay did not start")
+        self.port = int(line.split()[1])
+        return self
+
+    def rewrite(self, url: str) -> str:
+        """``url`` of the sandbox, through the relay."""
+        scheme, rest = url.split("//", 1)
+        path = rest.split("/", 1)[1] if "/" in rest else ""
+        return f"{scheme}//127.0.0.1:{self.port}/{path}"
+
+    def paubox_settings(self) -> dict[str, str]:
+        return {**self.sandbox.paubox_settings(), "API_URL": self.rewrite(self.sandbox.url)}
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> Relay:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
@@ -30,7 +31,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
@@ -38,9 +39,11 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
+from . import scheduled_sends, templates_api
 from .conf import get_settings
 from .exceptions import PauboxConfigError, PauboxError
-from .models import Delivery, Message, WebhookEvent
+from .handlebars import HandlebarsError
+from .models import Delivery, DynamicTemplate, Message, WebhookEvent
 from .statuses import Status
 
 CSS = {"all": ("django_paubox/admin.css",)}
@@ -213,18 +216,72 @@ class WebhookEventInline(ReadOnlyInline):
         return short_datetime(obj.received_at)
 
 
+# --- Scheduled sends ---------------------------------------------------------------------------
+
+
+class ScheduledFilter(admin.SimpleListFilter):
+    """Scheduled sends (``paubox_send_at``): still to come, gone out, or cancelled."""
+
+    title = "scheduled send"
+    parameter_name = "scheduled"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("pending", "Still to come"),
+            ("due", "Time has come"),
+            ("cancelled", "Cancelled"),
+            ("no", "Not scheduled"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        if self.value() == "pending":
+            return queryset.filter(state=Message.State.SENT, scheduled_at__gt=now)
+        if self.value() == "due":
+            return queryset.filter(state=Message.State.SENT, scheduled_at__lte=now)
+        if self.value() == "cancelled":
+            return queryset.filter(state=Message.State.CANCELLED)
+        if self.value() == "no":
+            return queryset.filter(scheduled_at__isnull=True)
+        return queryset
+
+
+def _not_pending_text(count: int) -> str:
+    return ngettext(
+        "%(n)d selected message is not a scheduled send still to come; it was left alone.",
+        "%(n)d selected messages are not scheduled sends still to come; they were left alone.",
+        count,
+    ) % {"n": count}
+
+
+class RescheduleForm(forms.Form):
+    """The new time of a scheduled send, in the admin's current time zone."""
+
+    scheduled_at = forms.DateTimeField(
+        label="New time",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+    )
+
+    def clean_scheduled_at(self) -> Any:
+        when = self.cleaned_data["scheduled_at"]
+        if when <= timezone.now():
+            raise forms.ValidationError("Choose a time in the future.")
+        return when
+
+
 # --- Messages ---------------------------------------------------------------------------------
 
 
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("disposition", "tracking", "sender", "recipients", "opened", "when")
     list_display_links = ("tracking",)
-    list_filter = ("status", "state", "created_at", "sender_domain")
+    list_filter = ("status", "state", ScheduledFilter, "created_at", "sender_domain")
     search_fields = ("tracking_id", "deliveries__recipient", "subject", "from_email")
     search_help_text = "Tracking id, recipient address, sender or subject."
     date_hierarchy = "created_at"
     inlines = (DeliveryInline, WebhookEventInline)
-    actions = ("refresh_receipts", "resend")
+    actions = ("refresh_receipts", "resend", "cancel_scheduled", "reschedule")
     change_list_template = "django_paubox/admin/message_change_list.html"
     fieldsets = (
         (
@@ -235,7 +292,7 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "tracking_id",
                     "from_email",
                     "subject",
-                    ("created_at", "sent_at"),
+                    ("created_at", "sent_at", "scheduled_at"),
                 )
             },
         ),
@@ -268,6 +325,7 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "content",
         "created_at",
         "sent_at",
+        "scheduled_at",
         "attempts",
         "receipt_checked_at",
         "next_receipt_check_at",
@@ -307,6 +365,10 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def disposition(self, obj: Message) -> SafeString:
+        if obj.state == Message.State.CANCELLED:
+            return format_html(
+                '<span class="paubox-badge paubox-badge--{}">Cancelled</span>', "cancelled"
+            )
         return status_badge(obj.status)
 
     def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> Any:
@@ -334,7 +396,19 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Sent", ordering="created_at")
     def when(self, obj: Message) -> SafeString | str:
-        """When Paubox accepted it; for messages it never accepted, when they were created."""
+        """When Paubox accepted it; for messages it never accepted, when they were created.
+
+        A scheduled send shows its time, marked while it is still to come or once cancelled.
+        """
+        if obj.scheduled_at and obj.state == Message.State.CANCELLED:
+            return format_html(
+                '{} <span class="paubox-muted">(cancelled)</span>', short_datetime(obj.scheduled_at)
+            )
+        if obj.scheduled_at and obj.scheduled_at > timezone.now():
+            return format_html(
+                '{} <span class="paubox-scheduled">(scheduled)</span>',
+                short_datetime(obj.scheduled_at),
+            )
         if obj.sent_at:
             return short_datetime(obj.sent_at)
         return format_html(
@@ -382,6 +456,11 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return 'No (PAUBOX["STORE_CONTENT"] is off: bodies are not kept, for HIPAA)'
 
     # Permissions for the actions.
+
+    def has_schedule_permission(self, request: HttpRequest) -> bool:
+        """Cancelling or moving a scheduled send changes what is sent: the change right."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
     def has_resend_permission(self, request: HttpRequest) -> bool:
         """Resending sends email again: it needs the right to add messages."""
@@ -460,6 +539,82 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             )
         self._report_refused(request, refused)
         self._resend(request, resendable)
+        return None
+
+    @admin.action(description="Cancel scheduled send", permissions=["schedule"])
+    def cancel_scheduled(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        """Ask Paubox not to send the selected scheduled messages (those still to come)."""
+        selected = list(queryset.order_by("pk"))
+        pending = [m for m in selected if scheduled_sends.is_pending(m)]
+        skipped = len(selected) - len(pending)
+        done = 0
+        for message in pending:
+            try:
+                scheduled_sends.cancel(message)
+            except PauboxError as exc:
+                self.message_user(request, f"Cancelling {message} failed: {exc}", messages.ERROR)
+                continue
+            done += 1
+        if done:
+            self.message_user(
+                request,
+                ngettext(
+                    "Cancelled %(n)d scheduled send: Paubox will not send it.",
+                    "Cancelled %(n)d scheduled sends: Paubox will not send them.",
+                    done,
+                )
+                % {"n": done},
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(request, _not_pending_text(skipped), messages.WARNING)
+
+    @admin.action(description="Reschedule", permissions=["schedule"])
+    def reschedule(self, request: HttpRequest, queryset: QuerySet[Message]) -> HttpResponse | None:
+        """Move the selected scheduled sends to a new time, chosen on a small form."""
+        selected = list(queryset.order_by("pk"))
+        pending = [m for m in selected if scheduled_sends.is_pending(m)]
+        skipped = len(selected) - len(pending)
+        if not pending:
+            self.message_user(request, _not_pending_text(skipped), messages.WARNING)
+            return None
+        form = RescheduleForm(request.POST if request.POST.get("post") == "yes" else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Reschedule scheduled sends",
+                "opts": self.opts,
+                "pending": pending,
+                "skipped": skipped,
+                "form": form,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                "timezone": timezone.get_current_timezone_name(),
+                "media": self.media,
+            }
+            return TemplateResponse(request, "django_paubox/admin/reschedule.html", context)
+        when = form.cleaned_data["scheduled_at"]
+        done = 0
+        for message in pending:
+            try:
+                scheduled_sends.reschedule(message, when)
+            except PauboxError as exc:
+                self.message_user(request, f"Rescheduling {message} failed: {exc}", messages.ERROR)
+                continue
+            done += 1
+        if done:
+            shown = formats.date_format(timezone.localtime(when), "DATETIME_FORMAT")
+            self.message_user(
+                request,
+                ngettext(
+                    "Rescheduled %(n)d message to %(when)s.",
+                    "Rescheduled %(n)d messages to %(when)s.",
+                    done,
+                )
+                % {"n": done, "when": shown},
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(request, _not_pending_text(skipped), messages.WARNING)
         return None
 
     def _report_refused(self, request: HttpRequest, refused: list[tuple[Message, str]]) -> None:
@@ -703,13 +858,203 @@ class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return pretty_json(payload)
 
 
+# --- Dynamic templates ----------------------------------------------------------------------
+
+
+class DynamicTemplateForm(forms.ModelForm):
+    """Name, body and sample values; saving sends name and body to Paubox first.
+
+    The API call happens in :meth:`clean`, so that Paubox's refusal (a duplicate name, a bad
+    template) shows on the form instead of after a half-done save.
+    """
+
+    class Meta:
+        model = DynamicTemplate
+        fields = ("name", "body", "sample_values")
+        widgets = {
+            "body": forms.Textarea(
+                attrs={"rows": 18, "class": "paubox-code", "spellcheck": "false"}
+            ),
+            "sample_values": forms.Textarea(attrs={"rows": 6, "class": "paubox-code"}),
+        }
+
+    #: Paubox's answer about the template, once it accepted the change.
+    paubox_answer: dict[str, Any] | None = None
+
+    def clean_sample_values(self) -> Any:
+        values = self.cleaned_data.get("sample_values")
+        if values in (None, ""):
+            return {}
+        if not isinstance(values, dict):
+            raise forms.ValidationError('Give a JSON object, such as {"name": "Ada"}.')
+        return values
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        name, body = cleaned.get("name", ""), cleaned.get("body", "")
+        if not body.strip():
+            self.add_error("body", "Paubox needs a template body.")
+            return cleaned
+        creating = self.instance.pk is None
+        changed = set(self.changed_data) & {"name", "body"}
+        if not creating and not changed:
+            return cleaned  # only the sample values changed: nothing to tell Paubox
+        try:
+            with templates_api.paubox_client() as api:
+                if creating:
+                    self.paubox_answer = api.create_template(name, body)
+                else:
+                    self.paubox_answer = api.update_template(
+                        self.instance.paubox_id,
+                        name=name if "name" in changed else None,
+                        body=body if "body" in changed else None,
+                    )
+        except PauboxError as exc:
+            raise forms.ValidationError(f"Paubox refused the template: {exc}") from None
+        return cleaned
+
+
+class DynamicTemplateAdmin(admin.ModelAdmin):
+    """Paubox's dynamic templates: every change goes to Paubox first, then to the mirror."""
+
+    form = DynamicTemplateForm
+    list_display = ("name", "paubox_id", "paubox_updated_at", "synced_at")
+    search_fields = ("name",)
+    search_help_text = "Template name."
+    readonly_fields = (
+        "preview",
+        "paubox_id",
+        "paubox_created_at",
+        "paubox_updated_at",
+        "synced_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "body")}),
+        (
+            "Preview",
+            {
+                "fields": ("sample_values", "preview"),
+                "description": (
+                    "Rendered here from the sample values (made-up data only), with the "
+                    "Handlebars subset Paubox's documentation uses."
+                ),
+            },
+        ),
+        (
+            "Paubox",
+            {
+                "classes": ("collapse",),
+                "fields": ("paubox_id", "paubox_created_at", "paubox_updated_at", "synced_at"),
+            },
+        ),
+    )
+    actions = ("sync_from_paubox",)
+    change_list_template = "django_paubox/admin/dynamictemplate_change_list.html"
+
+    class Media:
+        css = CSS
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        context = {"paubox_can_sync": self.has_change_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        # Bulk delete would report success for templates Paubox refused to delete: templates
+        # are deleted one at a time, from their page, through Paubox.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def save_model(
+        self, request: HttpRequest, obj: DynamicTemplate, form: Any, change: bool
+    ) -> None:
+        answer = getattr(form, "paubox_answer", None)
+        if answer is not None:
+            name, body = obj.name, obj.body
+            templates_api.apply_answer(obj, answer)
+            obj.name = obj.name or name
+            if answer.get("body") is None:
+                obj.body = body
+        super().save_model(request, obj, form, change)
+
+    def delete_model(self, request: HttpRequest, obj: DynamicTemplate) -> None:
+        try:
+            templates_api.delete_template(obj)
+        except PauboxError as exc:
+            request._paubox_delete_error = str(exc)  # type: ignore[attr-defined]
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: Any) -> HttpResponse:
+        error = getattr(request, "_paubox_delete_error", None)
+        if error is None:
+            return super().response_delete(request, obj_display, obj_id)
+        self.message_user(request, f"Paubox did not delete {obj_display}: {error}", messages.ERROR)
+        info = (self.opts.app_label, self.opts.model_name)
+        return HttpResponseRedirect(reverse("admin:{}_{}_change".format(*info), args=[obj_id]))
+
+    @admin.display(description="Preview")
+    def preview(self, obj: DynamicTemplate | None) -> SafeString | str:
+        """The body rendered with the sample values, in a sandboxed frame (no scripts)."""
+        if obj is None or obj.pk is None:
+            return "Save the template to see a preview."
+        try:
+            html = templates_api.render_preview(obj.body, obj.sample_values or {})
+        except HandlebarsError as exc:
+            return f"No preview: {exc}. Paubox may still render it; the preview cannot."
+        return format_html(
+            '<iframe class="paubox-preview" sandbox="" srcdoc="{}" title="Preview"></iframe>'
+            '<details class="paubox-preview-source"><summary>Rendered HTML</summary>'
+            '<pre class="paubox-json">{}</pre></details>',
+            html,
+            html,
+        )
+
+    @admin.action(description="Sync all templates from Paubox", permissions=["change"])
+    def sync_from_paubox(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        """Rebuild the whole mirror from Paubox (whatever is selected)."""
+        self._sync(request)
+
+    def _sync(self, request: HttpRequest) -> None:
+        try:
+            summary = templates_api.sync_templates()
+        except PauboxError as exc:
+            self.message_user(request, f"Syncing templates failed: {exc}", messages.ERROR)
+            return
+        self.message_user(request, f"Synced templates from Paubox: {summary}.", messages.SUCCESS)
+
+    def get_urls(self) -> list[URLPattern]:
+        info = (self.opts.app_label, self.opts.model_name)
+        return [
+            path(
+                "sync/",
+                self.admin_site.admin_view(self.sync_view),
+                name="{}_{}_sync".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def sync_view(self, request: HttpRequest) -> HttpResponse:
+        """POST only (it changes the mirror): the changelist's "Sync from Paubox" button."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        self._sync(request)
+        info = (self.opts.app_label, self.opts.model_name)
+        return HttpResponseRedirect(reverse("admin:{}_{}_changelist".format(*info)))
+
+
 admin.site.register(Message, MessageAdmin)
 admin.site.register(Delivery, DeliveryAdmin)
 admin.site.register(WebhookEvent, WebhookEventAdmin)
+admin.site.register(DynamicTemplate, DynamicTemplateAdmin)
 
 __all__ = [
     "DeliveryAdmin",
+    "DynamicTemplateAdmin",
     "MessageAdmin",
+    "ScheduledFilter",
     "WebhookEventAdmin",
     "classify_for_resend",
     "status_badge",

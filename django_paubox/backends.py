@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -39,6 +40,8 @@ class Prepared:
     error: PauboxError | None = None
     #: Bare addresses of to, cc and bcc, for post_send's per-recipient outcomes.
     recipients: list[str] = field(default_factory=list)
+    #: When Paubox is to send it, once it went through ``/schedule`` (``payload["send_at"]``).
+    scheduled_for: datetime | None = None
 
     @property
     def sender(self) -> str:
@@ -48,6 +51,13 @@ class Prepared:
 
     def send_body_extras(self) -> dict[str, Any]:
         return dict(self.payload.get("extras") or {})
+
+    def goes_alone(self) -> bool:
+        """Whether it needs a request of its own: ``/bulk_messages`` has no room for extras,
+        a template (``/templated_messages``) or a send time (``/schedule``)."""
+        return bool(
+            self.send_body_extras() or self.payload.get("template") or self.payload.get("send_at")
+        )
 
 
 @dataclass
@@ -110,19 +120,22 @@ class Dispatcher:
 
     def _send_one(self, item: Prepared) -> None:
         try:
-            item.tracking_id = self.client.send_message(
-                item.payload["message"], **item.send_body_extras()
-            )
+            item.tracking_id = _send_alone(self.client, item)
         except PauboxError as error:
             item.error = error
 
     def _send_batch(self, batch: Sequence[Prepared]) -> PauboxError | None:
         """Send one batch; returns the error when Paubox itself is failing."""
-        # A bulk request has no room for per-message extras (tracking overrides): those go alone.
-        alone = [item for item in batch if item.send_body_extras()]
-        batch = [item for item in batch if not item.send_body_extras()]
-        for item in alone:
+        # A bulk request has no room for per-message extras (tracking overrides), templates or
+        # send times: those go alone.
+        alone = [item for item in batch if item.goes_alone()]
+        batch = [item for item in batch if not item.goes_alone()]
+        for index, item in enumerate(alone):
             self._send_one(item)
+            if _is_outage(item.error):  # as for a failed bulk: do not wait on every other one
+                for later in [*alone[index + 1 :], *batch]:
+                    later.error = _not_attempted(item.error)
+                return item.error
         if len(batch) <= 1:
             for item in batch:
                 self._send_one(item)
@@ -156,7 +169,18 @@ class Dispatcher:
     def _record(self, items: Sequence[Prepared], result: DispatchResult) -> None:
         sent = [item for item in items if item.tracking_id]
         failed = [item for item in items if not item.tracking_id]
-        records.mark_sent([(item.row, item.tracking_id or "") for item in sent], self.conf)
+        records.mark_sent(
+            [(item.row, item.tracking_id or "") for item in sent if item.scheduled_for is None],
+            self.conf,
+        )
+        records.mark_scheduled(
+            [
+                (item.row, item.tracking_id or "", item.scheduled_for)
+                for item in sent
+                if item.scheduled_for is not None
+            ],
+            self.conf,
+        )
         if self.requeue_transient:
             transient = [item for item in failed if is_transient(item.error, self.conf)]
             failed = [item for item in failed if item not in transient]
@@ -174,10 +198,10 @@ class Dispatcher:
             records.mark_failed(
                 [item.row for item in group], group[0].error or error_text, self.conf
             )
-        requeued = set(map(id, result.requeued))
+        requeued_ids = set(map(id, result.requeued))
         for item in items:
             _tag(item)
-            _post_send(item, "queued" if id(item) in requeued else None)
+            _post_send(item, "queued" if id(item) in requeued_ids else None)
         result.sent.extend(sent)
         result.failed.extend(failed)
         if failed:
@@ -186,9 +210,46 @@ class Dispatcher:
             )
 
 
+def _is_outage(error: PauboxError | None) -> bool:
+    """Paubox itself failing (connection, timeout, 429, 5xx), not the message."""
+    if isinstance(error, PauboxConnectionError):
+        return True
+    return isinstance(error, PauboxAPIError) and error.retryable
+
+
+def _not_attempted(cause: PauboxError | None) -> PauboxConnectionError:
+    return PauboxConnectionError(
+        f"not attempted after an earlier request failed ({cause})", may_have_been_sent=False
+    )
+
+
+def _send_alone(client: PauboxClient, item: Prepared) -> str:
+    """One message through the endpoint its payload names; returns its tracking id.
+
+    ``/templated_messages`` for a template, ``/schedule`` for a send time, else ``/messages``.
+    A send time that has come (or is within ``SCHEDULE_MARGIN``) by now, because the message
+    waited in the outbox, is sent at once: late is better than refused as "in the past".
+    """
+    message, extras = item.payload["message"], item.send_body_extras()
+    template = item.payload.get("template")
+    if template:
+        return client.send_templated(message, template["name"], template["values"], **extras)
+    send_at = item.payload.get("send_at")
+    if send_at:
+        when = payloads.parse_send_at(send_at)
+        if when > datetime.now(timezone.utc) + payloads.SCHEDULE_MARGIN:
+            tracking_id = client.schedule_message(message, when, **extras)
+            item.scheduled_for = when
+            return tracking_id
+        logger.info("Paubox: message %s was due by the time it was sent; sent now", item.row.pk)
+    return client.send_message(message, **extras)
+
+
 def _post_send(item: Prepared, status: str | None = None) -> None:
     """``post_send`` for one message; a failing receiver is logged, the record stays."""
-    status = status or ("sent" if item.tracking_id else "failed")
+    if status is None and item.tracking_id:
+        status = "scheduled" if item.scheduled_for is not None else "sent"
+    status = status or "failed"
     responses = signals.post_send.send_robust(
         sender=Message,
         message=item.email,
@@ -285,7 +346,11 @@ class PauboxBackendBase(BaseEmailBackend):
             try:
                 message = payloads.build_message(email, self.conf)
                 self.conf.for_sender(message["headers"]["from"])  # a key for its domain?
-                body = {"message": message, "extras": payloads.send_extras(email)}
+                body = {
+                    "message": message,
+                    "extras": payloads.send_extras(email),
+                    **payloads.send_options(email),  # template, send_at
+                }
                 ready.append((email, body, payloads.message_recipients(email)))
             except PauboxPayloadError as error:
                 refused.append((email, error))

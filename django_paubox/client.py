@@ -327,9 +327,9 @@ def _template_of(data: Any, *, default_id: int | None = None) -> dict[str, Any]:
             data = data["data"]
     if not isinstance(data, dict):
         raise PauboxAPIError(200, title="Unexpected template response", details="not an object")
-    raw_id = data.get("id", default_id)
+    raw_id = data.get("id", default_id)  # integers (Paubox's spec's example is a string)
     try:
-        template_id = int(raw_id)  # Paubox's ids are integers (its spec's example is a string)
+        template_id = int(raw_id)  # type: ignore[arg-type]  # TypeError is caught
     except (TypeError, ValueError):
         raise PauboxAPIError(
             200, title="Unexpected template response", details="no integer template id"

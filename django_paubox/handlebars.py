@@ -370,27 +370,27 @@ def escape(text: str) -> str:
     return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], text)
 
 
-def _render_nodes(nodes: list[_Node], frame: _Frame, out: list[str]) -> None:
+def _render_nodes(nodes: list[_Node], frame: _Frame, out: list[str], html: bool) -> None:
     for node in nodes:
         if isinstance(node, str):
             out.append(node)
         elif isinstance(node, _Value):
             text = _to_string(_lookup(frame, node.path))
-            out.append(escape(text) if node.escape else text)
+            out.append(escape(text) if node.escape and html else text)
         else:
-            _render_block(node, frame, out)
+            _render_block(node, frame, out, html)
 
 
-def _render_block(block: _Block, frame: _Frame, out: list[str]) -> None:
+def _render_block(block: _Block, frame: _Frame, out: list[str], html: bool) -> None:
     value = _lookup(frame, block.path)
     if block.helper in ("if", "unless"):
         chosen = block.body if _falsy(value) == (block.helper == "unless") else block.inverse
-        _render_nodes(chosen, frame, out)
+        _render_nodes(chosen, frame, out, html)
     elif block.helper == "with":
         if _falsy(value):
-            _render_nodes(block.inverse, frame, out)
+            _render_nodes(block.inverse, frame, out, html)
         else:
-            _render_nodes(block.body, _Frame(value, dict(frame.data), frame), out)
+            _render_nodes(block.body, _Frame(value, dict(frame.data), frame), out, html)
     else:
         items: list[tuple[Any, Any]]
         if isinstance(value, Mapping):
@@ -400,7 +400,7 @@ def _render_block(block: _Block, frame: _Frame, out: list[str]) -> None:
         else:
             items = []
         if not items:
-            _render_nodes(block.inverse, frame, out)
+            _render_nodes(block.inverse, frame, out, html)
             return
         last = len(items) - 1
         for index, (key, item) in enumerate(items):
@@ -411,7 +411,7 @@ def _render_block(block: _Block, frame: _Frame, out: list[str]) -> None:
                 "first": index == 0,
                 "last": index == last,
             }
-            _render_nodes(block.body, _Frame(item, data, frame), out)
+            _render_nodes(block.body, _Frame(item, data, frame), out, html)
 
 
 def check(template: str) -> None:
@@ -419,9 +419,13 @@ def check(template: str) -> None:
     _parse(_tokens(template))
 
 
-def render(template: str, values: Any) -> str:
-    """``template`` rendered with ``values`` (usually a dict decoded from JSON)."""
+def render(template: str, values: Any, *, html: bool = True) -> str:
+    """``template`` rendered with ``values`` (usually a dict decoded from JSON).
+
+    ``html=False`` renders plain text (Handlebars' ``noEscape``): for a subject line, where
+    ``&lt;`` would show as such.
+    """
     nodes = _parse(_tokens(template))
     out: list[str] = []
-    _render_nodes(nodes, _Frame(values, {"root": values}, None), out)
+    _render_nodes(nodes, _Frame(values, {"root": values}, None), out, html)
     return "".join(out)

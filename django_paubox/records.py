@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -81,7 +81,7 @@ def mark_sent(
     if not sent:
         return
     now = timezone.now()
-    next_check = now + timezone.timedelta(seconds=next_check_in)
+    next_check = now + timedelta(seconds=next_check_in)
     for message, tracking_id in sent:
         message.tracking_id = tracking_id
         message.state = Message.State.SENT
@@ -157,7 +157,7 @@ def requeue(
     retry = [m for m in messages if m not in exhausted]
     if not retry:
         return []
-    next_attempt = timezone.now() + timezone.timedelta(seconds=delay)
+    next_attempt = timezone.now() + timedelta(seconds=delay)
     for message in retry:
         message.state = Message.State.QUEUED
         message.attempts += 1
@@ -196,7 +196,7 @@ def claim_queued(message_ids: Sequence[int]) -> list[Message]:
 
 def stale_outbox(conf: PauboxSettings) -> tuple[list[int], list[int]]:
     """Ids of messages a dead broker or worker left behind: (queued too long, claimed too long)."""
-    cutoff = timezone.now() - timezone.timedelta(seconds=conf.outbox_stale_seconds)
+    cutoff = timezone.now() - timedelta(seconds=conf.outbox_stale_seconds)
     queued = Message.objects.filter(state=Message.State.QUEUED, next_attempt_at__lte=cutoff)
     claimed = Message.objects.filter(state=Message.State.SENDING, claimed_at__lte=cutoff)
     return (
@@ -651,7 +651,7 @@ def mark_scheduled(
         message.error = ""
         message.error_status = None
         message.attempts += 1
-        message.next_receipt_check_at = when + timezone.timedelta(seconds=next_check_in)
+        message.next_receipt_check_at = when + timedelta(seconds=next_check_in)
         if not conf.store_content:
             message.payload = None
     Message.objects.bulk_update(
@@ -675,7 +675,7 @@ def mark_rescheduled(message: Message, when: datetime, *, next_check_in: float =
     """Record that Paubox now sends ``message`` at ``when``."""
     message.scheduled_at = when
     message.sent_at = when
-    message.next_receipt_check_at = when + timezone.timedelta(seconds=next_check_in)
+    message.next_receipt_check_at = when + timedelta(seconds=next_check_in)
     Message.objects.filter(pk=message.pk).update(
         scheduled_at=when, sent_at=when, next_receipt_check_at=message.next_receipt_check_at
     )

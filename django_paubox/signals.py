@@ -31,7 +31,8 @@ Around sending (``sender=Message``):
     ``message`` (the EmailMessage, or ``None`` when a Celery worker sent it from the outbox),
     ``record`` (its :class:`~django_paubox.models.Message` row), ``tracking_id`` (or ``None``),
     ``error`` (the exception, or ``None``) and ``outcomes``: ``{recipient: status}`` with
-    ``sent``, ``queued`` (back in the outbox for a retry) or ``failed``. Sent with
+    ``sent``, ``scheduled`` (Paubox will send it at ``paubox_send_at``), ``queued`` (back in
+    the outbox for a retry) or ``failed``. Sent with
     ``send_robust``: a failing receiver is logged and cannot undo the record of the send.
 """
 

@@ -77,7 +77,7 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
     ):
         recipients.setdefault(message_id, []).append(address)
     prepared = [
-        Prepared(row=row, payload=row.payload, recipients=recipients.get(row.pk, []))
+        Prepared(row=row, payload=row.payload or {}, recipients=recipients.get(row.pk, []))
         for row in rows
         if row not in broken
     ]

@@ -191,3 +191,22 @@ class TestCaseMixinTests(PauboxSandboxMixin, TestCase):
         with self.assertRaises(Exception):
             mail.send_mail("Reminder", "Monday", "d@clinic.example", ["pat@example.com"])
         self.assertEqual(Message.objects.get().state, "failed")
+
+
+def test_post_send_reports_a_scheduled_send_as_scheduled(paubox_sandbox):
+    from django.utils import timezone
+
+    outcomes = []
+
+    def record(outcomes_=None, **kwargs):
+        outcomes.append(kwargs["outcomes"])
+
+    signals.post_send.connect(record)
+    try:
+        m = message("d@clinic.example", "later@example.com")
+        m.paubox_send_at = timezone.now() + timezone.timedelta(hours=2)
+        assert m.send() == 1
+    finally:
+        signals.post_send.disconnect(record)
+    assert outcomes == [{"later@example.com": "scheduled"}]
+    assert Message.objects.get().scheduled_at is not None

@@ -17,9 +17,13 @@ or from Python (and the ``paubox_sandbox`` pytest fixture)::
 What it serves (paths ``/v1/<username>/<endpoint>``; ``/v1/email/<endpoint>``, Paubox's newer
 username-less form, is accepted too): ``POST messages``, ``POST bulk_messages`` and
 ``GET message_receipt`` with Paubox's auth (``Token token=<key>`` or ``Bearer <key>``),
-validation and error bodies. Any other path answers the gateway's HTML 404, as Paubox does for a
-wrong base path. ``/`` lists captured messages in a small HTML page; ``/_sandbox/`` is the JSON
-control API (see :mod:`.control`).
+validation and error bodies; dynamic templates (``/dynamic_templates[/<id>]``,
+``POST templated_messages``, rendered with the Handlebars subset of
+:mod:`django_paubox.handlebars`; see :mod:`.templates`) and scheduled sends (``/schedule``,
+``/schedule/<id>``, ``/schedule/<id>/cancel``, sent at their time; see :mod:`.schedule`).
+Any other path answers the gateway's HTML 404, as Paubox does for a wrong base path. ``/``
+lists captured messages in a small HTML page; ``/_sandbox/`` is the JSON control API (see
+:mod:`.control`).
 
 Simulated outcomes, steered by the recipient's local part (a ``+tag`` is ignored, so
 ``bounce+42@example.com`` bounces too); each stage happens a multiple of ``processing_seconds``

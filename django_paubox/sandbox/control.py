@@ -19,7 +19,13 @@ Python API on top of them, so benchmarks and the example project use the same ca
 ``POST /_sandbox/config``   any of ``processing_seconds``, ``webhook_url``,
                             ``timeout_hold_seconds``
 ``POST /_sandbox/finish``   every simulated delivery reaches its final state now
+``GET  /_sandbox/templates`` ``{"templates": [template with body, ...]}``
+``POST /_sandbox/templates`` ``{"name": ..., "body": ...}``: upload a template directly
+``GET  /_sandbox/scheduled`` ``{"scheduled": [scheduled send, ...]}`` (any status)
+``POST /_sandbox/send_scheduled``  every pending scheduled send is sent now
 ==========================  ==================================================================
+
+``POST /_sandbox/config`` also takes ``unknown_template_status`` (200, 400, 404 or 422).
 """
 
 from __future__ import annotations
@@ -68,8 +74,15 @@ def handle_control(sandbox: SandboxServer, method: str, path: str, body: bytes) 
             sandbox.webhook_url = payload["webhook_url"] or None
         if "timeout_hold_seconds" in payload:
             sandbox.timeout_hold_seconds = float(payload["timeout_hold_seconds"])
+        if "unknown_template_status" in payload:
+            sandbox.unknown_template_status = int(payload["unknown_template_status"])
     elif name == "finish":
         sandbox.finish_processing()
+    elif name == "templates":
+        template = sandbox.add_template(str(payload["name"]), str(payload["body"]))
+        return 200, template.to_dict()
+    elif name == "send_scheduled":
+        return 200, {"sent": sandbox.send_scheduled_now()}
     else:
         return 404, {"error": f"No control route {path!r}."}
     return 200, {"ok": True}
@@ -95,6 +108,10 @@ def _get(sandbox: SandboxServer, name: str) -> tuple[int, Any]:
         return 200, {"webhooks": sandbox.webhook_attempts}
     if name == "config":
         return 200, sandbox.describe()
+    if name == "templates":
+        return 200, {"templates": [t.to_dict() for t in sandbox.templates]}
+    if name == "scheduled":
+        return 200, {"scheduled": [s.to_dict() for s in sandbox.scheduled]}
     return 404, {"error": f"No control route {name!r}."}
 
 
@@ -264,3 +281,23 @@ class SandboxControl:
 
     def set_timeout_hold(self, seconds: float) -> None:
         self._call("POST", "config", {"timeout_hold_seconds": seconds})
+
+    # -- dynamic templates and scheduled sends --
+    @property
+    def templates(self) -> list[dict[str, Any]]:
+        """Uploaded templates as Paubox shows one (``id``, ``name``, ``body``, times)."""
+        return list(self._call("GET", "templates")["templates"])
+
+    def add_template(self, name: str, body: str) -> dict[str, Any]:
+        return dict(self._call("POST", "templates", {"name": name, "body": body}))
+
+    @property
+    def scheduled(self) -> list[dict[str, Any]]:
+        """Scheduled sends as ``GET /schedule/{id}`` shows them (any status)."""
+        return list(self._call("GET", "scheduled")["scheduled"])
+
+    def send_scheduled_now(self) -> list[str]:
+        return list(self._call("POST", "send_scheduled", {})["sent"])
+
+    def set_unknown_template_status(self, status: int) -> None:
+        self._call("POST", "config", {"unknown_template_status": status})

@@ -21,7 +21,14 @@ from typing import Any
 
 FAULT_KINDS = ("status", "timeout", "drop", "html404")
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
-FAULTABLE_ENDPOINTS = ("messages", "bulk_messages", "message_receipt")
+FAULTABLE_ENDPOINTS = (
+    "messages",
+    "bulk_messages",
+    "message_receipt",
+    "templated_messages",
+    "dynamic_templates",
+    "schedule",
+)
 
 
 @dataclass

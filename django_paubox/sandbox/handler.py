@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import pages
+from . import schedule as schedule_routes
+from . import templates as template_routes
 from .faults import Fault
 from .validation import validate_message
 
@@ -29,12 +31,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_paubox.sandbox")
 
-_API_PATH = re.compile(r"/v1/([^/]+)/([A-Za-z_]+)")
+_API_PATH = re.compile(r"/v1/([^/]+)/([A-Za-z_]+)((?:/[^/]+)*)")
 _AUTH = re.compile(r"(?:Token\s+token=|Bearer\s+)(\S+)")
 _ROUTES = {
     ("POST", "messages"),
     ("POST", "bulk_messages"),
     ("GET", "message_receipt"),
+}
+#: Endpoints with sub-paths (``/dynamic_templates/{id}``, ``/schedule/{id}/cancel``): their
+#: modules route them (see sandbox.templates and sandbox.schedule).
+_EXTENSIONS = {
+    **{endpoint: template_routes for endpoint in template_routes.ENDPOINTS},
+    **{endpoint: schedule_routes for endpoint in schedule_routes.ENDPOINTS},
 }
 #: The username segment of Paubox's newer, username-less paths (``/v1/email/messages``).
 NO_USERNAME_SEGMENT = "email"
@@ -197,7 +205,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def _api(self, path: str, body: bytes) -> None:
         match = _API_PATH.fullmatch(path)
         endpoint = match.group(2) if match else ""
-        if not match or (self.command, endpoint) not in _ROUTES:
+        self._rest = match.group(3) if match else ""
+        extension = _EXTENSIONS.get(endpoint)
+        known = match is not None and (
+            (not self._rest and (self.command, endpoint) in _ROUTES)
+            or (extension is not None and extension.allows(self.command, endpoint, self._rest))
+        )
+        if not known or match is None:
             self._send_html(404, pages.GATEWAY_404)
             return
         sandbox = self.sandbox
@@ -287,6 +301,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
             )
 
     def _route(self, endpoint: str, body: bytes) -> tuple[int, Any]:
+        extension = _EXTENSIONS.get(endpoint)
+        if extension is not None:
+            content_type = self.headers.get("Content-Type", "")
+            return extension.handle(  # type: ignore[no-any-return]
+                self.sandbox, self.command, endpoint, self._rest, body, content_type
+            )
         if endpoint == "message_receipt":
             return self._receipt()
         data = _parse_data(body)

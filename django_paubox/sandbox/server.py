@@ -11,9 +11,12 @@ from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from . import schedule as _schedule
 from .faults import FAULT_KINDS, Fault, FaultPlan
 from .handler import SandboxHandler
+from .schedule import ScheduledSend, ScheduleStore
 from .state import CapturedMessage, SandboxState, TrackedMessage
+from .templates import UNKNOWN_TEMPLATE_STATUSES, SandboxTemplate, TemplateStore
 from .webhooks import WebhookScheduler
 
 #: Username used in :attr:`SandboxServer.base_url` when any username is accepted.
@@ -94,6 +97,9 @@ class SandboxServer:
         self.webhook_url = webhook_url
         self.timeout_hold_seconds = timeout_hold_seconds
         self.state = SandboxState()
+        self.template_store = TemplateStore()
+        self.schedule_store = ScheduleStore()
+        self._unknown_template_status = 200
         self.faults = FaultPlan(latency)
         self.release_event = threading.Event()
         self._scheduler = WebhookScheduler(self.state, lambda: self.webhook_url)
@@ -244,8 +250,12 @@ class SandboxServer:
         self._processing_seconds = float(seconds)
 
     def reset(self) -> None:
-        """Forget messages, requests, webhook attempts, faults and outcome overrides."""
+        """Forget messages, requests, webhook attempts, faults and outcome overrides (and
+        templates, scheduled sends and ``unknown_template_status``)."""
         self.state.reset()
+        self.template_store.reset()
+        self.schedule_store.reset()
+        self._unknown_template_status = 200
         self.faults.reset()
         old, self.release_event = self.release_event, threading.Event()
         old.set()
@@ -311,6 +321,7 @@ class SandboxServer:
         endpoint: str,
         options: dict[str, Any] | None = None,
         batch_index: int | None = None,
+        tracking_id: str | None = None,
     ) -> TrackedMessage:
         tracked = self.state.add_message(
             message,
@@ -318,6 +329,46 @@ class SandboxServer:
             processing_seconds=self.processing_seconds,
             options=options,
             batch_index=batch_index,
+            tracking_id=tracking_id,
         )
         self._scheduler.schedule(tracked)
         return tracked
+
+    def call_at(self, at: float, callback: Any) -> None:
+        """Run ``callback()`` at monotonic time ``at`` on the scheduler thread."""
+        self._scheduler.call_at(at, callback)
+
+    # -- dynamic templates and scheduled sends ---------------------------------------------
+    @property
+    def templates(self) -> list[SandboxTemplate]:
+        """Uploaded dynamic templates, by id."""
+        return self.template_store.all()
+
+    def add_template(self, name: str, body: str) -> SandboxTemplate:
+        """Upload a template directly (test setup); ``ValueError`` for a bad name or body."""
+        return self.template_store.create(name, body)
+
+    @property
+    def unknown_template_status(self) -> int:
+        """Status of the ``{"error": ...}`` answer to an unknown template name: 200 (as Paubox
+        sometimes answers), 400, 404 or 422. Back to 200 on :meth:`reset`."""
+        return self._unknown_template_status
+
+    @unknown_template_status.setter
+    def unknown_template_status(self, status: int) -> None:
+        if status not in UNKNOWN_TEMPLATE_STATUSES:
+            raise ValueError(f"unknown_template_status must be one of {UNKNOWN_TEMPLATE_STATUSES}.")
+        self._unknown_template_status = status
+
+    @property
+    def scheduled(self) -> list[ScheduledSend]:
+        """Scheduled sends, oldest first, whatever their status (scheduled, sent, cancelled)."""
+        return self.schedule_store.all()
+
+    def send_scheduled_now(self) -> list[str]:
+        """Send every pending scheduled message now; returns their tracking ids."""
+        return [
+            send.tracking_id
+            for send in self.schedule_store.all()
+            if _schedule.fire(self, send.tracking_id)
+        ]

@@ -209,14 +209,18 @@ class SandboxState:
         processing_seconds: float,
         options: dict[str, Any] | None = None,
         batch_index: int | None = None,
+        tracking_id: str | None = None,
     ) -> TrackedMessage:
-        """Capture a valid message and plan each recipient's simulated delivery."""
+        """Capture a valid message and plan each recipient's simulated delivery.
+
+        ``tracking_id`` is given for a scheduled send, whose id was returned at scheduling.
+        """
         now = time.monotonic()
         recipients = all_recipients(message)
         headers = message.get("headers") or {}
         domain = parseaddr(str(headers.get("from") or ""))[1].rpartition("@")[2] or "sandbox"
         captured = CapturedMessage(
-            tracking_id=str(uuid.uuid4()),
+            tracking_id=tracking_id or str(uuid.uuid4()),
             endpoint=endpoint,
             message=message,
             recipients=recipients,

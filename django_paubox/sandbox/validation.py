@@ -35,14 +35,21 @@ def all_recipients(message: dict[str, Any]) -> list[str]:
     return found
 
 
-def validate_message(message: Any) -> list[str]:
-    """Problems with one ``data.message`` (or one entry of ``data.messages``)."""
+def validate_message(message: Any, *, content_required: bool = True) -> list[str]:
+    """Problems with one ``data.message`` (or one entry of ``data.messages``).
+
+    ``content_required=False`` is for ``/templated_messages``, whose template is the content:
+    a ``content`` there is a problem.
+    """
     if not isinstance(message, dict):
         return ["message must be a JSON object"]
     problems: list[str] = []
     problems += _check_addresses(message)
     problems += _check_headers(message.get("headers"))
-    problems += _check_content(message.get("content"))
+    if content_required:
+        problems += _check_content(message.get("content"))
+    elif message.get("content") is not None:
+        problems.append("content must not be given with a template (the template is the content)")
     problems += _check_attachments(message.get("attachments"))
     for flag in ("allowNonTLS", "forceSecureNotification"):
         if flag in message and not isinstance(message[flag], bool):

@@ -74,7 +74,8 @@ class WebhookScheduler:
         self._state = state
         self._get_url = get_url
         self._post_timeout = post_timeout
-        self._heap: list[tuple[float, int, TrackedMessage, SimulatedDelivery, Stage]] = []
+        # (due, seq, tracked, delivery, stage); (due, seq, None, None, callback) for call_at.
+        self._heap: list[tuple[float, int, Any, Any, Any]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopping = False
@@ -126,7 +127,22 @@ class WebhookScheduler:
                 if self._stopping:
                     return
                 _at, _seq, tracked, delivery, stage = heapq.heappop(self._heap)
+            if tracked is None:
+                self._call(stage)
+                continue
             self._fire(tracked, delivery, stage)
+
+    def call_at(self, at: float, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` on the scheduler thread at monotonic time ``at`` (scheduled sends)."""
+        with self._cond:
+            heapq.heappush(self._heap, (at, next(self._seq), None, None, callback))
+            self._cond.notify_all()
+
+    def _call(self, callback: Callable[[], Any]) -> None:
+        try:
+            callback()
+        except Exception:  # a sandbox bug must not stop every later event
+            logger.exception("Sandbox scheduler: a scheduled callback failed")
 
     def _fire(self, tracked: TrackedMessage, delivery: SimulatedDelivery, stage: Stage) -> None:
         with self._state.lock:

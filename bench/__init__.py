@@ -1,0 +1,1 @@
+"""Benchmarks of django-paubox: ``python -m bench`` (see docs/performance.md)."""

@@ -1,0 +1,172 @@
+"""5. Admin: the message changelist and the dashboard over 100,000 messages / 300,000 deliveries.
+
+Rows are bulk-loaded with COPY in two steps, and each page is measured after each step: once
+with 1,000 messages and once with 100,000, so that a query count that grows with the rows (an
+N+1, a per-row lookup) shows as a difference. Pages are rendered through Django's full stack
+(middleware, session, templates) by the test client, logged in as a superuser.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from . import common, loaders
+from .db import count_queries, empty_paubox_tables
+from .report import Result
+
+KEY = "admin"
+TITLE = "5. Admin pages"
+TARGET_MS = 300.0
+SPAN_DAYS = 60
+RECIPIENTS = 3
+#: (status of each of the three deliveries, message status) by index % len.
+MIX = (
+    (("delivered", "delivered", "delivered"), "delivered"),
+    (("delivered", "delivered", "delivered"), "delivered"),
+    (("delivered", "delivered", "delivered"), "delivered"),
+    (("delivered", "processing", "delivered"), "processing"),
+    (("delivered", "soft_bounced", "delivered"), "soft_bounced"),
+    (("hard_bounced", "delivered", "delivered"), "hard_bounced"),
+    (("sent", "sent", "sent"), "sent"),
+    (("delivered", "delivered", "delivered"), "delivered"),
+    (("failed", "failed", "failed"), "failed"),
+    (("delivered", "delivered", "delivered"), "delivered"),
+)
+
+
+def _rows(total: int) -> tuple[Any, Any]:
+    now = timezone.now()
+    span = timedelta(days=SPAN_DAYS)
+
+    def created(index: int) -> Any:
+        return now - span * (1 - index / total)
+
+    def message(index: int) -> dict[str, Any]:
+        statuses, status = MIX[index % len(MIX)]
+        at = created(index)
+        failed = status == "failed"
+        return {
+            "tracking_id": None if failed else f"{index:08x}-7c1d-4e2a-9f00-{index:012x}",
+            "state": "failed" if failed else "sent",
+            "status": status,
+            "subject": f"Appointment reminder #{index}",
+            "from_email": "reminders@clinic.example",
+            "sender_domain": "clinic.example" if index % 7 else "lab.example",
+            "recipient_count": RECIPIENTS,
+            "created_at": at,
+            "sent_at": None if failed else at + timedelta(seconds=1),
+            "error": "Paubox refused the message (400)" if failed else "",
+            "error_status": 400 if failed else None,
+            "attempts": 1,
+        }
+
+    def deliveries(index: int) -> list[dict[str, Any]]:
+        statuses, _ = MIX[index % len(MIX)]
+        at = created(index)
+        rows = []
+        for slot, status in enumerate(statuses):
+            delivered = status == "delivered"
+            rows.append(
+                {
+                    "recipient": f"patient{index}-{slot}@example.com",
+                    "kind": "to" if slot == 0 else "cc",
+                    "status": status,
+                    "raw_status": status.replace("_", " "),
+                    "delivered_at": at + timedelta(minutes=1) if delivered else None,
+                    "opened_at": at + timedelta(hours=2) if delivered and index % 3 == 0 else None,
+                    "updated_at": at,
+                }
+            )
+        return rows
+
+    return message, deliveries
+
+
+def _measure(client: Client, url: str, repeat: int) -> tuple[int, float, float]:
+    """(queries, median ms, max ms) of rendering ``url``, after two warm-up renders."""
+    for _ in range(2):
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+    with count_queries() as counted:
+        client.get(url)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = client.get(url)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200
+    return counted.count, statistics.median(times), max(times)
+
+
+def run(quick: bool) -> Result:
+    small, full = (200, 5000) if quick else (1000, 100_000)
+    repeat = 3 if quick else 9
+    result = Result(KEY, f"{TITLE}, {full:,} messages / {full * RECIPIENTS:,} deliveries")
+    empty_paubox_tables()
+    user_model = get_user_model()
+    user_model.objects.filter(username="bench-admin").delete()
+    user = user_model.objects.create_superuser("bench-admin", "admin@clinic.example", None)
+    client = Client()
+    client.force_login(user)
+    changelist = reverse("admin:django_paubox_message_changelist")
+    pages = {
+        "message changelist": changelist,
+        "changelist filtered by status": changelist + "?status__exact=soft_bounced",
+        "changelist searched by recipient": changelist + "?q=patient77-1%40example.com",
+        "dashboard": reverse("admin:django_paubox_message_dashboard"),
+    }
+    message, deliveries = _rows(full)
+    loaded = common.Timer()
+    with loaded.measure():
+        loaders.load(0, small, message=message, deliveries=deliveries)
+    at_small = {name: _measure(client, url, repeat) for name, url in pages.items()}
+    with loaded.measure():
+        loaders.load(small, full - small, message=message, deliveries=deliveries)
+    with common.profiled("admin-changelist"):
+        at_full = {name: _measure(client, url, repeat) for name, url in pages.items()}
+
+    targets = ("message changelist", "dashboard")
+    for name in targets:
+        queries_small, _, _ = at_small[name]
+        queries_full, median, _ = at_full[name]
+        result.row(
+            f"{name}: queries at {small:,} → {full:,} messages",
+            f"{queries_small} → {queries_full}",
+            "",
+            "",
+            "independent of rows",
+            queries_small == queries_full,
+        )
+        result.row(
+            f"{name}: page time at {full:,} (median of {repeat})",
+            f"{median:,.0f} ms",
+            "",
+            "",
+            f"< {TARGET_MS:.0f} ms",
+            median < TARGET_MS,
+        )
+    for name in pages:
+        queries_full, median, slowest = at_full[name]
+        result.note(
+            f"{name}: {queries_full} queries, median {median:,.0f} ms, slowest "
+            f"{slowest:,.0f} ms at {full:,} messages ({at_small[name][0]} queries, median "
+            f"{at_small[name][1]:,.0f} ms at {small:,})."
+        )
+    result.note(
+        f"Loaded {full:,} messages and {full * RECIPIENTS:,} deliveries with COPY in "
+        f"{loaded.seconds:,.1f} s, spread over {SPAN_DAYS} days (the dashboard shows 30); "
+        "times include the session and user lookups of a logged-in admin."
+    )
+    result.checks = {
+        name: {"queries_small": at_small[name][0], "queries_full": at_full[name][0]}
+        for name in pages
+    }
+    return result
