@@ -76,6 +76,8 @@ class PauboxSettings:
     receipt_max_age_hours: float = 72.0
     #: Receipt requests in flight at once.
     receipt_concurrency: int = 16
+    #: Keep polling a delivered single-recipient message until it is opened (or too old).
+    receipt_poll_opens: bool = False
     purge_after_days: int | None = None
     #: Monthly message allowance of the Paubox plan (300 is the free plan).
     monthly_limit: int = 300

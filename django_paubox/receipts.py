@@ -91,10 +91,22 @@ def final_statuses() -> list[str]:
     return [value for value in Status.values if statuses.is_final(value)]
 
 
-def _open_deliveries() -> Exists:
-    return Exists(
-        Delivery.objects.filter(message=OuterRef("pk")).exclude(status__in=final_statuses())
-    )
+def awaiting_news(conf: PauboxSettings) -> Q:
+    """Deliveries a receipt can still tell us something about.
+
+    Those not final; and, with ``RECEIPT_POLL_OPENS``, a delivered message's single recipient
+    who has not opened it yet: Paubox reports opens only for single-recipient messages, and a
+    missed ``opened`` webhook is never sent again, so polling is the only other way to learn
+    "when did they open it?".
+    """
+    q = ~Q(status__in=final_statuses())
+    if conf.receipt_poll_opens:
+        q |= Q(status=Status.DELIVERED, opened_at__isnull=True, message__recipient_count=1)
+    return q
+
+
+def _open_deliveries(conf: PauboxSettings) -> Exists:
+    return Exists(Delivery.objects.filter(awaiting_news(conf), message=OuterRef("pk")))
 
 
 def _max_age(conf: PauboxSettings) -> timedelta:
@@ -125,7 +137,7 @@ def due_messages(
         qs = qs.filter(tracking_id__in=list(tracking_ids))
     else:
         cutoff = now - _max_age(conf)
-        qs = qs.filter(_open_deliveries()).filter(
+        qs = qs.filter(_open_deliveries(conf)).filter(
             Q(sent_at__gte=cutoff) | Q(sent_at__isnull=True, created_at__gte=cutoff)
         )
         if not include_all:
@@ -402,8 +414,7 @@ def _reschedule(
     if not messages:
         return
     still_open = set(
-        Delivery.objects.filter(message__in=[m.pk for m in messages])
-        .exclude(status__in=final_statuses())
+        Delivery.objects.filter(awaiting_news(conf), message__in=[m.pk for m in messages])
         .values_list("message_id", flat=True)
         .distinct()
     )

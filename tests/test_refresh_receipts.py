@@ -517,3 +517,28 @@ def test_two_refreshes_at_once_neither_fail_nor_regress(paubox_sandbox):
     }
     for local, message in zip(outcomes, messages, strict=True):
         assert message.deliveries.get().status == expected[local]
+
+
+def test_receipt_poll_opens_keeps_asking_until_the_single_recipient_opens(
+    paubox_sandbox, settings
+):
+    settings.PAUBOX = {**settings.PAUBOX, "RECEIPT_POLL_OPENS": True}
+    single = send("patient@example.com")
+    pair = send("patient2@example.com", "carer@example.com")
+    paubox_sandbox.finish_processing()
+    refresh_receipts(Message.objects.filter(pk__in=[single.pk, pair.pk]))
+    single.refresh_from_db()
+    pair.refresh_from_db()
+    assert statuses_of(single) == {"patient@example.com": Status.DELIVERED}
+    # Delivered but not opened: a receipt may still bring the open (Paubox reports opens for
+    # single-recipient messages only), so the single-recipient message stays scheduled.
+    assert single.next_receipt_check_at is not None
+    assert pair.next_receipt_check_at is None
+    make_due(single)
+    assert list(due_messages()) == [single]
+    Delivery.objects.filter(message=single).update(opened_at=timezone.now())
+    assert list(due_messages()) == []
+
+    settings.PAUBOX = {**settings.PAUBOX, "RECEIPT_POLL_OPENS": False}
+    Delivery.objects.filter(message=single).update(opened_at=None)
+    assert list(due_messages()) == []  # off: delivered is final, polling stops
