@@ -50,7 +50,7 @@ def _rows(total: int) -> tuple[Any, Any]:
         return now - span * (1 - index / total)
 
     def message(index: int) -> dict[str, Any]:
-        statuses, status = MIX[index % len(MIX)]
+        _statuses, status = MIX[index % len(MIX)]
         at = created(index)
         failed = status == "failed"
         return {

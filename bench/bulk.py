@@ -35,8 +35,10 @@ def run(quick: bool) -> Result:
         assert control is not None
         # Warm up both sides (imports, connections, Django's caches) outside the measurement.
         send_mass_mail(
-            [(common.SUBJECT, common.TEXT, common.SENDER, [common.recipient("warm", i)])
-             for i in range(3)]
+            [
+                (common.SUBJECT, common.TEXT, common.SENDER, [common.recipient("warm", i)])
+                for i in range(3)
+            ]
         )
         sdk = PauboxApiClient(API_KEY, sandbox.base_url)
         sdk.send(common.sdk_mail("warm", 9, html=False))

@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         for benchmark in BENCHMARKS:
             print(benchmark.key + (" (PostgreSQL)" if benchmark.postgres_only else ""))
         return 0
-    selected = [k.strip() for k in args.only.split(",") if k.strip()] or [
-        b.key for b in BENCHMARKS
-    ]
+    selected = [k.strip() for k in args.only.split(",") if k.strip()] or [b.key for b in BENCHMARKS]
     unknown = [k for k in selected if k not in BY_KEY]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
@@ -105,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if lock is None:
         print("another benchmark run is using this database; wait for it", file=sys.stderr)
         return 2
-    subprocess.run(
-        [sys.executable, "-m", "bench.child", "--setup"], cwd=ROOT, env=env, check=True
-    )
+    subprocess.run([sys.executable, "-m", "bench.child", "--setup"], cwd=ROOT, env=env, check=True)
     results: list[Result] = []
     for key in selected:
         benchmark = BY_KEY[key]

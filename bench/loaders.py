@@ -22,9 +22,14 @@ def _columns(model: type[Model]) -> list[tuple[str, Any]]:
     out = []
     for field in model._meta.concrete_fields:
         default = field.get_default() if field.has_default() else None
-        if default is None and not field.null and field.get_internal_type() in (
-            "CharField",
-            "TextField",
+        if (
+            default is None
+            and not field.null
+            and field.get_internal_type()
+            in (
+                "CharField",
+                "TextField",
+            )
         ):
             default = ""
         out.append((field.column, default))
@@ -87,7 +92,9 @@ def load(
                 written[0] += 1
                 yield {"id": delivery_id, "message_id": index + 1, **row}
 
-    messages = _copy(Message, ({"id": index + 1, **message(index)} for index in range(first, first + count)))
+    messages = _copy(
+        Message, ({"id": index + 1, **message(index)} for index in range(first, first + count))
+    )
     _copy(Delivery, delivery_rows())
     reset_sequences()
     with connection.cursor() as cursor:

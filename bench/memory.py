@@ -73,15 +73,17 @@ def run(quick: bool) -> Result:
         baseline = common.proc_status_kib("VmRSS")
         reset = common.reset_peak_rss()
         timer = common.Timer()
-        with PeakSampler() as sampler, count_queries() as counted, timer.measure():
-            with common.profiled("memory"):
-                queued = queue_messages(_messages("mem", n))
+        with (
+            PeakSampler() as sampler,
+            count_queries() as counted,
+            timer.measure(),
+            common.profiled("memory"),
+        ):
+            queued = queue_messages(_messages("mem", n))
         peak_hwm = common.proc_status_kib("VmHWM") if reset else 0
         after = common.proc_status_kib("VmRSS")
         requests = sandbox.api_requests() - before_requests
-        states = dict(
-            Message.objects.order_by().values_list("state").annotate(n=Count("id"))
-        )
+        states = dict(Message.objects.order_by().values_list("state").annotate(n=Count("id")))
     peak = max(peak_hwm, sampler.peak)
     growth_mb = (peak - baseline) / 1024
     result.row(

@@ -65,7 +65,9 @@ if os.environ.get("BENCH_DB", "postgres") == "sqlite":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("BENCH_SQLITE_PATH", str(BASE_DIR / "results" / "bench.sqlite3")),
+            "NAME": os.environ.get(
+                "BENCH_SQLITE_PATH", str(BASE_DIR / "results" / "bench.sqlite3")
+            ),
         }
     }
 else:

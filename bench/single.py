@@ -140,8 +140,7 @@ def run(quick: bool) -> Result:
     wan.row(
         result,
         "reused",
-        f"{RTT_MS:.0f} ms round trips, TLS-like connects: {wan.counts['reused']} messages, "
-        "reused",
+        f"{RTT_MS:.0f} ms round trips, TLS-like connects: {wan.counts['reused']} messages, reused",
     )
     wan.row(result, "per_call", f"{RTT_MS:.0f} ms round trips: send_mail() style")
     result.note(

@@ -161,9 +161,7 @@ def run(quick: bool) -> Result:
     lost = unsettled + sent_not_arrived + failed_without_reason
     failed_but_arrived = sum(1 for _, _, _, rcpt in failed_rows if arrivals.get(rcpt))
     batches = -(-n // 50)
-    attempts = dict(
-        Message.objects.order_by().values_list("attempts").annotate(n=Count("id"))
-    )
+    attempts = dict(Message.objects.order_by().values_list("attempts").annotate(n=Count("id")))
 
     result.row("sent", f"{states.get('sent', 0):,}", "", "", "")
     result.row(

@@ -111,7 +111,7 @@ def _gunicorn(port: int, log: Any) -> subprocess.Popen[bytes]:
         sys.executable,
         "-m",
         "gunicorn",
-        "bench.wsgi:application",
+        os.environ.get("BENCH_GUNICORN_APP", "bench.wsgi:application"),
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
@@ -124,7 +124,11 @@ def _gunicorn(port: int, log: Any) -> subprocess.Popen[bytes]:
         "warning",
     ]
     return subprocess.Popen(
-        command, cwd=common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        command,
+        cwd=common.ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -168,7 +172,7 @@ def _py_spy(pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
 
 
 def _post(url: str, body: bytes) -> int:
-    request = urllib.request.Request(  # noqa: S310 (loopback URL built here)
+    request = urllib.request.Request(  # loopback URL built here
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

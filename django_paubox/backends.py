@@ -316,7 +316,10 @@ class PauboxBackendBase(BaseEmailBackend):
         api_url: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(fail_silently=fail_silently, **kwargs)
+        # Keep fail_silently ourselves and pass only the rest up: Django 6.1's MAILERS refuses
+        # options a backend does not handle, and 6.1 deprecates the base class's attribute.
+        super().__init__(**kwargs)
+        self.fail_silently = fail_silently
         self._overrides = {"api_key": api_key, "api_username": api_username, "api_url": api_url}
         self.conf = get_settings(**self._overrides)
         if api_key:  # credentials given for this connection: no routing by From domain
@@ -412,7 +415,7 @@ class PauboxEmailBackend(PauboxBackendBase):
     """
 
     def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
-        super().__init__(fail_silently=fail_silently, **kwargs)
+        super().__init__(fail_silently, **kwargs)
         #: One pooled client per sending domain's settings (one in all without DOMAINS).
         self.clients: dict[PauboxSettings, PauboxClient] = {}
         self.opened = False

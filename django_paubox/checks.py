@@ -34,7 +34,7 @@ def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
                 id="django_paubox.W001",
             )
         )
-    if getattr(settings, "EMAIL_BACKEND", "") in PAUBOX_BACKENDS:
+    if _paubox_backend_in_use():
         try:
             conf.require_credentials()
         except PauboxConfigError as error:
@@ -73,3 +73,12 @@ def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
             )
         )
     return found
+
+
+def _paubox_backend_in_use() -> bool:
+    """``EMAIL_BACKEND``, or any of Django 6.1's ``MAILERS``, is one of ours."""
+    backends = {getattr(settings, "EMAIL_BACKEND", "")}
+    mailers = getattr(settings, "MAILERS", None)
+    if isinstance(mailers, dict):
+        backends |= {m.get("BACKEND", "") for m in mailers.values() if isinstance(m, dict)}
+    return bool(backends & set(PAUBOX_BACKENDS))

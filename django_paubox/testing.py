@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from django.test import override_settings
 
 from .sandbox import SandboxServer
-from .sandbox.pytest_plugin import SANDBOX_API_KEY, SANDBOX_API_USERNAME, sandbox_settings
+from .sandbox.harness import SANDBOX_API_KEY, SANDBOX_API_USERNAME, sandbox_settings
 
 
 class PauboxSandboxMixin:

@@ -44,7 +44,12 @@ _warned_no_secret = False
 
 
 def _error(status: int, error: str) -> JsonResponse:
-    return JsonResponse({"error": error}, status=status)
+    """A 4xx answer, logged here without the path: the path holds the webhook secret, and
+    Django's ``django.request`` logger would otherwise write it to the log."""
+    logger.warning("Paubox webhook: answered %s (%s) [path redacted]", status, error)
+    response = JsonResponse({"error": error}, status=status)
+    response._has_been_logged = True  # type: ignore[attr-defined]  # see log_response
+    return response
 
 
 def _secret_matches(candidate: str, secrets: Iterable[str]) -> bool:

@@ -23,8 +23,18 @@ pytest.importorskip("paubox")
 def results(tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("bench")
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "bulk,receipts", "--quick", "--db", "sqlite",
-         "--results-dir", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--only",
+            "bulk,receipts",
+            "--quick",
+            "--db",
+            "sqlite",
+            "--results-dir",
+            str(out),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -143,3 +143,11 @@ def test_paubox_must_be_a_dict():
     with override_settings(PAUBOX="k"):
         with pytest.raises(PauboxConfigError):
             get_settings()
+
+
+def test_check_finds_our_backend_in_django_61_mailers():
+    mailers = {"default": {"BACKEND": "django_paubox.backends.PauboxCeleryEmailBackend"}}
+    with override_settings(PAUBOX={}, EMAIL_BACKEND="x.Other", MAILERS=mailers):
+        assert "django_paubox.E002" in {m.id for m in check_paubox_settings()}
+    with override_settings(PAUBOX={}, EMAIL_BACKEND="x.Other", MAILERS={}):
+        assert "django_paubox.E002" not in {m.id for m in check_paubox_settings()}

@@ -519,9 +519,7 @@ def test_two_refreshes_at_once_neither_fail_nor_regress(paubox_sandbox):
         assert message.deliveries.get().status == expected[local]
 
 
-def test_receipt_poll_opens_keeps_asking_until_the_single_recipient_opens(
-    paubox_sandbox, settings
-):
+def test_receipt_poll_opens_keeps_asking_until_the_single_recipient_opens(paubox_sandbox, settings):
     settings.PAUBOX = {**settings.PAUBOX, "RECEIPT_POLL_OPENS": True}
     single = send("patient@example.com")
     pair = send("patient2@example.com", "carer@example.com")

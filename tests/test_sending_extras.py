@@ -11,7 +11,7 @@ from django.test import TestCase, override_settings
 from django_paubox import signals, tasks
 from django_paubox.checks import check_paubox_settings
 from django_paubox.conf import get_settings
-from django_paubox.exceptions import PauboxConfigError, PauboxPayloadError
+from django_paubox.exceptions import PauboxAPIError, PauboxConfigError, PauboxPayloadError
 from django_paubox.models import Message
 from django_paubox.sandbox import SandboxServer
 from django_paubox.sandbox.pytest_plugin import SANDBOX_API_KEY
@@ -96,13 +96,18 @@ def test_connection_credentials_override_domain_routing(two_domains):
 
 def test_domains_are_validated_and_listed_without_keys():
     with override_settings(PAUBOX={"DOMAINS": {"a.example": {"API_USERNAME": "u"}}}):
-        with pytest.raises(PauboxConfigError, match='"a.example"'):
+        with pytest.raises(PauboxConfigError, match=r'"a\.example"'):
             get_settings()
     with override_settings(PAUBOX={"DOMAINS": {"a.example": {"API_KEY": "k", "APIKEY": "x"}}}):
         with pytest.raises(PauboxConfigError, match="APIKEY"):
             get_settings()
-    paubox = {"API_USERNAME": "org", "DOMAINS": {"a.example": {"API_KEY": "secret-key-a"},
-                                                 "b.example": {"API_KEY": "secret-key-b"}}}
+    paubox = {
+        "API_USERNAME": "org",
+        "DOMAINS": {
+            "a.example": {"API_KEY": "secret-key-a"},
+            "b.example": {"API_KEY": "secret-key-b"},
+        },
+    }
     with override_settings(PAUBOX=paubox):
         conf = get_settings()
         conf.require_credentials()  # no top-level key needed with DOMAINS
@@ -120,8 +125,10 @@ def test_pre_send_may_change_or_cancel_a_message(paubox_sandbox):
 
     signals.pre_send.connect(receiver)
     try:
-        messages = [message("d@clinic.example", "cancel@example.com"),
-                    message("d@clinic.example", "keep@example.com")]
+        messages = [
+            message("d@clinic.example", "cancel@example.com"),
+            message("d@clinic.example", "keep@example.com"),
+        ]
         assert get_connection().send_messages(messages) == 1
     finally:
         signals.pre_send.disconnect(receiver)
@@ -188,7 +195,7 @@ class TestCaseMixinTests(PauboxSandboxMixin, TestCase):
     def test_fail_next_and_reset_between_tests(self):
         self.assertEqual(self.paubox_sandbox.messages, [])
         self.paubox_sandbox.fail_next(503)
-        with self.assertRaises(Exception):
+        with self.assertRaises(PauboxAPIError):
             mail.send_mail("Reminder", "Monday", "d@clinic.example", ["pat@example.com"])
         self.assertEqual(Message.objects.get().state, "failed")
 

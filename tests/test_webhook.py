@@ -678,3 +678,17 @@ def test_end_to_end_with_the_sandbox(paubox_sandbox, live_server):
     for stored in WebhookEvent.objects.all():
         assert post(client, stored.payload).status_code == 200
     assert WebhookEvent.objects.count() == 4
+
+
+def test_the_secret_never_reaches_the_request_log(client, settings, caplog):
+    """A 4xx on the real URL would make django.request log the path, and so the secret."""
+    secret = "log-me-not-" + "s" * 24
+    settings.PAUBOX = {**settings.PAUBOX, "WEBHOOK_SECRET": secret}
+    caplog.set_level(logging.DEBUG)
+    url = f"/paubox/webhook/{secret}/"
+    assert client.get(url).status_code == 405
+    assert client.post(url, data=b"{not json", content_type="application/json").status_code == 400
+    wrong = client.post("/paubox/webhook/wrong-guess/", data=b"{}", content_type="application/json")
+    assert wrong.status_code == 404
+    assert "answered 400" in caplog.text
+    assert secret not in caplog.text
