@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -68,9 +69,12 @@ def purge(
     dry_run: bool = False,
     batch_size: int = 1000,
     now: datetime | None = None,
+    progress: Callable[[PurgeSummary], None] | None = None,
 ) -> PurgeSummary:
     """Delete messages created before ``now - older_than`` with their deliveries and events,
-    and unlinked webhook events received before then; ``dry_run`` only counts."""
+    and unlinked webhook events received before then; ``dry_run`` only counts.
+
+    ``progress`` is called with the running totals after each batch."""
     if older_than <= timedelta(0):
         raise ValueError("older_than must be greater than zero.")
     if batch_size < 1:
@@ -97,6 +101,8 @@ def purge(
             summary.messages += deleted.get(Message._meta.label, 0)
             summary.deliveries += deleted.get(Delivery._meta.label, 0)
             summary.webhook_events += deleted.get(WebhookEvent._meta.label, 0)
+            if progress is not None:
+                progress(summary)
     logger.info(
         "Paubox purge before %s: %d messages, %d deliveries, %d webhook events in %d batches",
         cutoff.isoformat(),

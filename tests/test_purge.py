@@ -232,3 +232,15 @@ def test_command_help_and_usage_errors():
         result = _manage("paubox_purge", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert "error" in result.stderr.lower()
+
+
+def test_purge_reports_progress_after_each_batch():
+    from django_paubox.retention import purge as run_purge
+
+    for _ in range(5):
+        Message.objects.create(
+            from_email="d@clinic.example", created_at=timezone.now() - timedelta(days=100)
+        )
+    seen = []
+    run_purge(timedelta(days=90), batch_size=2, progress=lambda s: seen.append(s.messages))
+    assert seen == [2, 4, 5]

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import get_settings
 from ...exceptions import PauboxConfigError
-from ...retention import parse_age, purge
+from ...retention import PurgeSummary, parse_age, purge
 
 EXIT_USAGE = 2
 
@@ -37,7 +37,7 @@ class Command(BaseCommand):
         "Delete Paubox messages (with their deliveries and webhook events) created before the "
         "cutoff, and webhook events for unknown messages received before it, in batches. "
         "Webhook payloads hold names and addresses: they follow the same retention. "
-        "Exit status: 0 on success, 2 for bad usage."
+        "Shows progress on a terminal. Exit status: 0 on success, 2 for bad usage."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -69,7 +69,22 @@ class Command(BaseCommand):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise CommandError("--batch-size must be at least 1.", returncode=EXIT_USAGE)
 
-        summary = purge(older_than, dry_run=options["dry_run"], batch_size=batch_size)
+        progress = None
+        if self.stdout.isatty():
+
+            def progress(running: PurgeSummary) -> None:
+                self.stdout.write(
+                    f"\r  deleted {running.messages} messages, "
+                    f"{running.webhook_events} webhook events...",
+                    ending="",
+                )
+                self.stdout.flush()
+
+        summary = purge(
+            older_than, dry_run=options["dry_run"], batch_size=batch_size, progress=progress
+        )
+        if progress is not None and summary.batches:
+            self.stdout.write("")
         verb = "Would delete" if summary.dry_run else "Deleted"
         self.stdout.write(
             f"{verb} {summary.messages} messages, {summary.deliveries} deliveries and "

@@ -20,7 +20,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class Command(BaseCommand):
-    help = "Run a local Paubox Email API sandbox (nothing leaves this machine)."
+    help = (
+        "Run a local Paubox Email API sandbox (nothing leaves this machine) until stopped. "
+        "Exit status: 0 when stopped (Ctrl-C), 1 when it cannot start (e.g. the port is "
+        "taken), 2 for bad usage."
+    )
     requires_system_checks: list[str] = []  # a dev server for the API; checks would only slow it
 
     def add_arguments(self, parser: CommandParser) -> None:
