@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -72,14 +73,29 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def markdown(results: list[Result], *, mode: str, database: str) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    import os
-
     lines = [
         "# django-paubox benchmarks",
         "",
-        f"{when} · {mode} · database: {database} · Python {platform.python_version()} · "
+        f"{when} · commit {_commit()} · {mode} · database: {database} · "
+        f"Python {platform.python_version()} · "
         f"{os.cpu_count()} CPUs · sandbox in its own process on loopback",
         "",
         "| Benchmark | Measure | django-paubox | Baseline | Ratio | Target | Met |",

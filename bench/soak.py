@@ -109,7 +109,7 @@ def _settle(deadline: float) -> bool:
 
 def _reason(error: str) -> str:
     """An error text without the parts that vary per message (ids, numbers)."""
-    return re.sub(r"\d+(\.\d+)?", "N", error)[:160] or "(no reason)"
+    return re.sub(r"\d+(\.\d+)?", "N", error).rstrip(". ")[:160] or "(no reason)"
 
 
 def run(quick: bool) -> Result:

@@ -960,10 +960,11 @@ class DynamicTemplateAdmin(admin.ModelAdmin):
         context = {"paubox_can_sync": self.has_change_permission(request), **(extra_context or {})}
         return super().changelist_view(request, context)
 
-    def get_actions(self, request: HttpRequest) -> Any:
+    def get_actions(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         # Bulk delete would report success for templates Paubox refused to delete: templates
-        # are deleted one at a time, from their page, through Paubox.
-        actions = super().get_actions(request)
+        # are deleted one at a time, from their page, through Paubox. (*args: Django 6.1 adds
+        # an action_location argument.)
+        actions = super().get_actions(request, *args, **kwargs)
         actions.pop("delete_selected", None)
         return actions
 

@@ -77,8 +77,10 @@ def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
 
 def _paubox_backend_in_use() -> bool:
     """``EMAIL_BACKEND``, or any of Django 6.1's ``MAILERS``, is one of ours."""
-    backends = {getattr(settings, "EMAIL_BACKEND", "")}
     mailers = getattr(settings, "MAILERS", None)
-    if isinstance(mailers, dict):
-        backends |= {m.get("BACKEND", "") for m in mailers.values() if isinstance(m, dict)}
+    if isinstance(mailers, dict) and mailers:
+        # Django 6.1+: MAILERS replaces EMAIL_BACKEND (reading the latter would warn).
+        backends = {m.get("BACKEND", "") for m in mailers.values() if isinstance(m, dict)}
+    else:
+        backends = {getattr(settings, "EMAIL_BACKEND", "")}
     return bool(backends & set(PAUBOX_BACKENDS))
