@@ -78,28 +78,43 @@ def mark_sent(
 
     A few queries per call, however many messages: the bulk path calls it once per batch.
     """
-    if not sent:
+    _mark_accepted([(m, tracking_id, None) for m, tracking_id in sent], conf, next_check_in)
+
+
+def _mark_accepted(
+    accepted: Sequence[tuple[Message, str, datetime | None]],
+    conf: PauboxSettings,
+    next_check_in: float,
+) -> None:
+    """Paubox took these messages: ``(row, tracking id, scheduled time or None)``.
+
+    A message sent now is ``sent``; a scheduled one stays ``queued`` until its time, when its
+    receipts are first asked for (before it Paubox has nothing to report).
+    """
+    if not accepted:
         return
     now = timezone.now()
-    next_check = now + timedelta(seconds=next_check_in)
-    for message, tracking_id in sent:
+    for message, tracking_id, when in accepted:
         message.tracking_id = tracking_id
         message.state = Message.State.SENT
-        message.status = Status.SENT
-        message.sent_at = now
+        message.status = Status.SENT if when is None else Status.QUEUED
+        message.scheduled_at = when
+        message.sent_at = when or now
         message.error = ""
         message.error_status = None
         message.attempts += 1
-        message.next_receipt_check_at = next_check
+        message.next_receipt_check_at = (when or now) + timedelta(seconds=next_check_in)
         if not conf.store_content:
             message.payload = None
+    sent_now = [m.pk for m, _, when in accepted if when is None]
     with transaction.atomic():
         Message.objects.bulk_update(
-            [m for m, _ in sent],
+            [m for m, _, _ in accepted],
             [
                 "tracking_id",
                 "state",
                 "status",
+                "scheduled_at",
                 "sent_at",
                 "error",
                 "error_status",
@@ -108,9 +123,10 @@ def mark_sent(
                 "payload",
             ],
         )
-        Delivery.objects.filter(message__in=[m.pk for m, _ in sent], status=Status.QUEUED).update(
-            status=Status.SENT, updated_at=now
-        )
+        if sent_now:
+            Delivery.objects.filter(message__in=sent_now, status=Status.QUEUED).update(
+                status=Status.SENT, updated_at=now
+            )
 
 
 def mark_failed(
@@ -640,35 +656,7 @@ def mark_scheduled(
     Receipts are first asked for ``next_check_in`` seconds after the scheduled time: before
     it Paubox has nothing to report.
     """
-    if not scheduled:
-        return
-    for message, tracking_id, when in scheduled:
-        message.tracking_id = tracking_id
-        message.state = Message.State.SENT
-        message.status = Status.QUEUED
-        message.scheduled_at = when
-        message.sent_at = when
-        message.error = ""
-        message.error_status = None
-        message.attempts += 1
-        message.next_receipt_check_at = when + timedelta(seconds=next_check_in)
-        if not conf.store_content:
-            message.payload = None
-    Message.objects.bulk_update(
-        [m for m, _, _ in scheduled],
-        [
-            "tracking_id",
-            "state",
-            "status",
-            "scheduled_at",
-            "sent_at",
-            "error",
-            "error_status",
-            "attempts",
-            "next_receipt_check_at",
-            "payload",
-        ],
-    )
+    _mark_accepted(scheduled, conf, next_check_in)
 
 
 def mark_rescheduled(message: Message, when: datetime, *, next_check_in: float = 60.0) -> None:

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...conf import get_settings
 from ...exceptions import PauboxConfigError
 from ...retention import PurgeSummary, parse_age, purge
+from ..arguments import positive_int
 
 EXIT_USAGE = 2
 
@@ -20,16 +21,6 @@ def _age(text: str) -> timedelta:
         return parse_age(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 class Command(BaseCommand):
@@ -53,7 +44,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=_positive_int,
+            type=positive_int,
             default=1000,
             metavar="N",
             help="Rows deleted per transaction (default 1000).",

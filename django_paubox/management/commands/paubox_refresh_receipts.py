@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -10,19 +9,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...conf import get_settings
 from ...exceptions import PauboxConfigError
 from ...receipts import due_messages, refresh_receipts, stop_expired
+from ..arguments import positive_int
 
 EXIT_ERRORS = 1
 EXIT_USAGE = 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 class Command(BaseCommand):
@@ -37,7 +27,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--limit",
-            type=_positive_int,
+            type=positive_int,
             metavar="N",
             help="Check at most N messages (the most overdue first).",
         )
@@ -60,7 +50,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--concurrency",
-            type=_positive_int,
+            type=positive_int,
             metavar="N",
             help="Requests in flight at once (default: PAUBOX['RECEIPT_CONCURRENCY'], 16).",
         )
