@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install demo test test-postgres lint format type docs docs-serve packaging tox screenshots clean
+.PHONY: bench help install demo test test-postgres lint format type docs docs-serve packaging tox screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ packaging:  ## build sdist and wheel, twine check, install the wheel in a clean 
 
 tox:  ## every tox environment this machine has Pythons for
 	$(VENV)/bin/tox -p auto
+
+bench:  ## the benchmarks (bench/results/latest.md; QUICK=1 for a smoke-sized run)
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) -m bench $(if $(QUICK),--quick,)
 
 screenshots:  ## refresh docs/img/ from the browser test
 	DJANGO_PAUBOX_SCREENSHOTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_browser.py

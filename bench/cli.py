@@ -62,7 +62,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="Profile the measured code with pyinstrument (profile-*.txt/html in results).",
+        help="Profile the measured code: pyinstrument in process, py-spy on gunicorn's "
+        "workers (profile-* files in the results directory).",
     )
     parser.add_argument("--list", action="store_true", help="List the benchmarks and exit.")
     args = parser.parse_args(argv)

@@ -162,3 +162,19 @@ def postgres_pids() -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for helper processes: SIGTERM when the benchmark process dies (Linux).
+
+    A benchmark stopped by the harness's timeout must not leave a sandbox, relay, gunicorn or
+    worker behind.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

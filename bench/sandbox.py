@@ -14,6 +14,8 @@ from types import TracebackType
 
 from django_paubox.sandbox import SandboxControl
 
+from .common import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench-sandbox-key"
 API_USERNAME = "bench"
@@ -62,6 +64,7 @@ class SandboxProcess:
             stderr=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         found: list[str] = []
 
@@ -163,6 +166,7 @@ class Relay:
             stderr=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

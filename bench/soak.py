@@ -74,6 +74,7 @@ class Worker:
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=common.die_with_parent,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

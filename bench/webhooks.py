@@ -130,6 +130,7 @@ def _gunicorn(port: int, log: Any) -> subprocess.Popen[bytes]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=common.die_with_parent,
     )
 
 

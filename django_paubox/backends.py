@@ -21,7 +21,7 @@ from django.db import transaction
 
 from . import payload as payloads
 from . import records, signals
-from .client import BulkItemError, PauboxClient
+from .client import BulkItemError, PauboxClient, shared_client
 from .conf import PauboxSettings, get_settings
 from .exceptions import PauboxAPIError, PauboxConnectionError, PauboxError, PauboxPayloadError
 from .models import Message
@@ -430,18 +430,18 @@ class PauboxEmailBackend(PauboxBackendBase):
             return False
         self.opened = True
         if not self.conf.domains:
-            self.clients[self.conf] = PauboxClient(self.conf)
+            self.clients[self.conf] = shared_client(self.conf)
         return True
 
     def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
+        # The clients are the process's pooled ones (client.shared_client): this connection
+        # lets go of them, and their kept-alive connections serve the next send_mail().
         self.clients = {}
         self.opened = False
 
     def client_for(self, conf: PauboxSettings) -> PauboxClient:
         if conf not in self.clients:
-            self.clients[conf] = PauboxClient(conf)
+            self.clients[conf] = shared_client(conf)
         return self.clients[conf]
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -477,3 +479,18 @@ def _describe(exc: requests.RequestException) -> str:
             return "the connection was refused or the host is unreachable"
         return "the connection was dropped"
     return type(exc).__name__
+
+
+def shared_client(conf: PauboxSettings) -> PauboxClient:
+    """The process's pooled client for ``conf``, reused across backends and tasks.
+
+    ``send_mail()`` opens a new backend for every call; sharing the client keeps its
+    connections (and their TLS sessions) alive between calls. Keyed by process id too, so a
+    forked worker never shares a parent's sockets.
+    """
+    return _shared_client(conf, os.getpid())
+
+
+@lru_cache(maxsize=16)
+def _shared_client(conf: PauboxSettings, pid: int) -> PauboxClient:
+    return PauboxClient(conf)

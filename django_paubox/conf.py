@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -167,6 +168,7 @@ def _is_documented_host(api_url: str) -> bool:
     return urlsplit(api_url).hostname == "api.paubox.net"
 
 
+@lru_cache(maxsize=1024)
 def sender_domain(from_email: str) -> str:
     """The lower-cased domain of a From address: ``"C <a@Clinic.example>"`` → ``clinic.example``."""
     _, address = parseaddr(str(from_email))

@@ -73,7 +73,9 @@ class Delivery(models.Model):
         BCC = "bcc", "Bcc"
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
-    recipient = models.CharField(max_length=320, help_text="Bare address, lower-cased.")
+    recipient = models.CharField(
+        max_length=320, db_index=True, help_text="Bare address, lower-cased."
+    )
     kind = models.CharField(max_length=3, choices=Kind.choices, default=Kind.TO)
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True

@@ -49,6 +49,7 @@ from email import _header_value_parser as header_parser
 from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
 from email.headerregistry import Address
 from email.message import Message as MIMEMessageBase
+from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -215,7 +216,13 @@ def bulk_send_body(messages: Sequence[dict[str, Any]]) -> dict:
 
 def parse_address(value: Any, field: str) -> ParsedAddress:
     """Parse exactly one mailbox from ``value`` or raise :class:`PauboxPayloadError`."""
-    text = _address_text(value, field)
+    return _parse_one(_address_text(value, field), field)
+
+
+# Parsing is the costliest part of building a payload, and a bulk send repeats the same From,
+# Reply-To and often the same recipients: the parsed results (immutable) are cached.
+@lru_cache(maxsize=4096)
+def _parse_one(text: str, field: str) -> ParsedAddress:
     address, rest = _take_mailbox(text, text, field)
     if rest.strip():
         hint = " (a display name with a comma must be quoted)" if rest.lstrip()[:1] == "," else ""
@@ -228,7 +235,11 @@ def parse_address(value: Any, field: str) -> ParsedAddress:
 
 def parse_address_list(value: Any, field: str) -> list[ParsedAddress]:
     """Parse a comma-separated list of mailboxes (empty for an empty string)."""
-    text = _address_text(value, field)
+    return list(_parse_list(_address_text(value, field), field))
+
+
+@lru_cache(maxsize=1024)
+def _parse_list(text: str, field: str) -> tuple[ParsedAddress, ...]:
     addresses: list[ParsedAddress] = []
     rest = text
     while rest.strip():
@@ -238,7 +249,7 @@ def parse_address_list(value: Any, field: str) -> list[ParsedAddress]:
         if rest and not rest.startswith(","):
             raise PauboxPayloadError(f"Paubox: {text!r} in {field} is not a list of addresses.")
         rest = rest[1:]
-    return addresses
+    return tuple(addresses)
 
 
 def _address_text(value: Any, field: str) -> str:

@@ -10,26 +10,19 @@ import logging
 import random
 from dataclasses import asdict
 from datetime import timedelta
-from functools import lru_cache
 from typing import Any
 
 from celery import shared_task
 
 from . import records
 from .backends import Dispatcher, DispatchResult, Prepared
-from .client import PauboxClient
+from .client import shared_client
 from .conf import PauboxSettings, get_settings
 from .exceptions import PauboxConfigError, PauboxPayloadError
 from .models import Delivery
 from .outbox import enqueue
 
 logger = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=4)
-def _client(conf: PauboxSettings) -> PauboxClient:
-    """One pooled client per worker process and configuration, reused across tasks."""
-    return PauboxClient(conf)
 
 
 def retry_delay(attempt: int, conf: PauboxSettings) -> float:
@@ -86,7 +79,7 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
     result = DispatchResult(failed=[item for item in prepared if item.error is not None])
     for domain_conf, group in groups.items():
         try:
-            client = _client(domain_conf)
+            client = shared_client(domain_conf)
         except PauboxConfigError as error:  # fail the rows, do not loop
             records.mark_failed([p.row for p in group], error, conf)
             result.failed.extend(group)

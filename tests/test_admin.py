@@ -221,6 +221,19 @@ def test_search_by_recipient_tracking_id_and_subject(admin_client: Client):
     assert listed_tracking_ids(admin_client.get(url, {"q": "nobody@nowhere"})) == set()
 
 
+def test_a_whole_address_is_looked_up_exactly_through_the_index(admin_client: Client):
+    make_message(tracking_id="t-jane", recipients=["jane@clinic.example"])
+    make_message(tracking_id="t-mary", recipients=["mary.jane@clinic.example"])
+    url = reverse(CHANGELIST)
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(url, {"q": " Jane@Clinic.example "})
+    assert listed_tracking_ids(response) == {"t-jane"}  # not mary.jane: exact, any case
+    # No leading-wildcard LIKE: that is the scan over every delivery this lookup avoids.
+    assert not any("LIKE '%" in q["sql"].upper() for q in queries.captured_queries)
+    # Part of an address still finds both, the usual way.
+    assert listed_tracking_ids(admin_client.get(url, {"q": "jane@"})) == {"t-jane", "t-mary"}
+
+
 # --- The message page -----------------------------------------------------------------------------
 
 

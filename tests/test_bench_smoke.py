@@ -67,6 +67,7 @@ def test_receipts_ask_once_per_message_within_the_bound(results):
     assert checks["checked"] == checks["receipt_requests"] == checks["processing"] == n
     assert checks["errors"] == 0
     assert 1 < checks["peak_in_flight"] <= checks["concurrency"]
+    assert 1 < checks["peak_in_flight_small"] <= checks["small_concurrency"]
     assert checks["queries"] < n / 2
 
 
