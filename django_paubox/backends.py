@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -104,18 +105,24 @@ class Dispatcher:
             self._record(prepared, result)
             return result
         batches = list(_chunks(prepared, self.conf.batch_size))
-        for index, batch in enumerate(batches):
-            outage = self._send_batch(batch)
-            self._record(batch, result)
-            if outage is not None:
-                rest = [p for later in batches[index + 1 :] for p in later]
-                for item in rest:
-                    item.error = PauboxConnectionError(
-                        f"not attempted after an earlier batch failed ({outage})",
-                        may_have_been_sent=False,
-                    )
-                self._record(rest, result)
-                break
+        # Pipelined: while batch k's outcome is written to the database, batch k+1 is on its
+        # way to Paubox (the helper thread only speaks HTTP; only this one touches the
+        # database). Still one request in flight, and k+1 leaves only once k has not met an
+        # outage, so the rule above holds. Should recording fail (the database is down), the
+        # batch already under way is sent but left unrecorded, in state "sending".
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paubox-send") as sender:
+            under_way = sender.submit(self._send_batch, batches[0])
+            for index, batch in enumerate(batches):
+                outage = under_way.result()
+                if outage is None and index + 1 < len(batches):
+                    under_way = sender.submit(self._send_batch, batches[index + 1])
+                self._record(batch, result)
+                if outage is not None:
+                    rest = [p for later in batches[index + 1 :] for p in later]
+                    for item in rest:
+                        item.error = _not_attempted(outage)
+                    self._record(rest, result)
+                    break
         return result
 
     def _send_one(self, item: Prepared) -> None:
