@@ -22,7 +22,7 @@ from django.db import transaction
 
 from . import payload as payloads
 from . import records, signals
-from .client import BulkItemError, PauboxClient, shared_client
+from .client import PauboxClient, shared_client
 from .conf import PauboxSettings, get_settings
 from .exceptions import PauboxAPIError, PauboxConnectionError, PauboxError, PauboxPayloadError
 from .models import Message
@@ -149,8 +149,8 @@ class Dispatcher:
             return None
         try:
             results = self.client.send_bulk([item.payload["message"] for item in batch])
-        except PauboxAPIError as error:
-            if error.retryable:
+        except (PauboxAPIError, PauboxConnectionError) as error:
+            if _is_outage(error):
                 for item in batch:
                     item.error = error
                 return error
@@ -162,10 +162,6 @@ class Dispatcher:
             for item in batch:
                 self._send_one(item)
             return None
-        except PauboxConnectionError as error:
-            for item in batch:
-                item.error = error
-            return error
         for item, outcome in zip(batch, results, strict=True):
             if isinstance(outcome, str):
                 item.tracking_id = outcome
@@ -287,11 +283,9 @@ def is_transient(error: PauboxError | None, conf: PauboxSettings) -> bool:
     A request that may have reached Paubox counts only with ``RESEND_AMBIGUOUS``: Paubox has no
     idempotency key, so resending it could deliver the message twice.
     """
-    if isinstance(error, PauboxConnectionError):
-        return not error.may_have_been_sent or conf.resend_ambiguous
-    if isinstance(error, BulkItemError):
-        return False
-    return isinstance(error, PauboxAPIError) and error.retryable
+    if isinstance(error, PauboxConnectionError) and error.may_have_been_sent:
+        return conf.resend_ambiguous
+    return _is_outage(error)
 
 
 def _chunks(items: Sequence[Prepared], size: int) -> Iterator[Sequence[Prepared]]:
