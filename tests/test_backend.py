@@ -291,3 +291,19 @@ def test_per_connection_credentials(paubox_sandbox, settings):
     settings.PAUBOX = {**settings.PAUBOX, "API_KEY": "wrong"}
     connection = get_connection(api_key=paubox_sandbox.api_key)
     assert connection.send_messages(make(1)) == 1
+
+
+def test_send_mail_calls_share_the_process_pooled_client(paubox_sandbox, monkeypatch):
+    """send_mail() opens a new backend each call; they borrow one pooled client, which
+    close() lets go of without closing, so kept-alive connections serve the next call."""
+    with get_connection() as first:
+        client = first.client
+        first.send_messages(make(1))
+    with get_connection() as second:
+        assert second.client is client
+        second.send_messages(make(1))
+    assert client._session is not None  # still open for the next send
+    # A forked worker (another process id) never shares the parent's sockets.
+    monkeypatch.setattr("django_paubox.client.os.getpid", lambda: -1)
+    with get_connection() as in_child:
+        assert in_child.client is not client
