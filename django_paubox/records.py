@@ -145,9 +145,10 @@ def _mark_accepted(
 
 def _set_tracking_ids(pairs: Sequence[tuple[int, str]]) -> None:
     """``UPDATE ... SET tracking_id = CASE id WHEN ... END`` in one statement."""
-    table = connection.ops.quote_name(Message._meta.db_table)
-    pk = connection.ops.quote_name(Message._meta.pk.column)
-    column = connection.ops.quote_name(Message._meta.get_field("tracking_id").column)
+    quote = connection.ops.quote_name
+    table = quote(Message._meta.db_table)
+    pk = quote(str(Message._meta.get_field("id").column))
+    column = quote(str(Message._meta.get_field("tracking_id").column))
     cases = " ".join(["WHEN %s THEN %s"] * len(pairs))
     marks = ", ".join(["%s"] * len(pairs))
     params: list[Any] = [value for pair in pairs for value in pair]
