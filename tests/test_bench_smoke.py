@@ -54,9 +54,9 @@ def test_bulk_sends_one_request_per_batch_and_records_every_message(results):
     assert checks["sent"] == checks["captured"] == checks["rows_sent"] == n
     assert checks["http_requests"] == checks["expected_requests"] == -(-n // 50)
     assert checks["sdk_requests"] == n
-    # Bulk inserts, then an update pair per batch (SQLite splits big statements): a handful
-    # per batch, never one per message.
-    assert checks["queries"] <= 6 * checks["expected_requests"] < n
+    # Bulk inserts up front (SQLite splits big statements into a few), then three UPDATEs per
+    # batch (shared values, tracking ids, deliveries): a handful per batch, never per message.
+    assert checks["queries"] <= 4 * checks["expected_requests"] + 10 < n
 
 
 def test_receipts_ask_once_per_message_within_the_bound(results):
