@@ -43,7 +43,21 @@ if not User.objects.filter(username='admin').exists():
 "
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Up to 10 s for warm shutdowns (the Celery worker finishes its tasks)...
+    for _ in $(seq 1 50); do
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && return 0
+        sleep 0.2
+    done
+    # ...then stop what still hangs (embedded beat can), its children first.
+    for pid in "${pids[@]}"; do
+        pkill -KILL -P "$pid" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
 trap cleanup EXIT INT TERM
 
 echo "==> Starting the Paubox sandbox on 127.0.0.1:${SANDBOX_PORT}"
