@@ -30,7 +30,7 @@ from . import records, statuses
 from .conf import PauboxSettings, get_settings
 from .exceptions import PauboxAPIError
 from .models import Delivery, Message
-from .statuses import Status
+from .statuses import WEBHOOK_EVENT_NAMES, Status
 
 logger = logging.getLogger("django_paubox.receipts")
 
@@ -94,12 +94,17 @@ def final_statuses() -> list[str]:
 def awaiting_news(conf: PauboxSettings) -> Q:
     """Deliveries a receipt can still tell us something about.
 
-    Those not final; and, with ``RECEIPT_POLL_OPENS``, a delivered message's single recipient
+    Those not final; those made final by a webhook event that no receipt has confirmed; and,
+    with ``RECEIPT_POLL_OPENS``, a delivered message's single recipient
     who has not opened it yet: Paubox reports opens only for single-recipient messages, and a
     missed ``opened`` webhook is never sent again, so polling is the only other way to learn
     "when did they open it?".
     """
     q = ~Q(status__in=final_statuses())
+    # Final by a webhook event, whose name is still the raw status: one receipt still tells
+    # what an event cannot (delivered through the secure portal? the counters) and replaces
+    # the event's name with Paubox's own words.
+    q |= Q(raw_status__in=sorted(WEBHOOK_EVENT_NAMES))
     if conf.receipt_poll_opens:
         q |= Q(status=Status.DELIVERED, opened_at__isnull=True, message__recipient_count=1)
     return q

@@ -540,3 +540,35 @@ def test_receipt_poll_opens_keeps_asking_until_the_single_recipient_opens(paubox
     settings.PAUBOX = {**settings.PAUBOX, "RECEIPT_POLL_OPENS": False}
     Delivery.objects.filter(message=single).update(opened_at=None)
     assert list(due_messages()) == []  # off: delivered is final, polling stops
+
+
+def test_a_delivery_made_final_by_a_webhook_gets_one_receipt_for_what_events_cannot_say(
+    paubox_sandbox,
+):
+    message = send("portal@example.com")
+    paubox_sandbox.finish_processing()
+    records.apply_webhook_event(
+        {
+            "event_name": "api_mail_log_delivered",
+            "payload": {
+                "id": 1,
+                "source_tracking_id": message.tracking_id,
+                "to": "portal@example.com",
+                "time": "2026-11-21T10:00:00.000Z",
+            },
+        }
+    )
+    delivery = message.deliveries.get()
+    assert (delivery.status, delivery.raw_status) == (Status.DELIVERED, "api_mail_log_delivered")
+    assert delivery.via_secure_portal is False  # a webhook event does not say
+    make_due(message)
+    assert list(due_messages()) == [message]
+
+    summary = refresh_receipts(due_messages())
+
+    delivery.refresh_from_db()
+    assert delivery.via_secure_portal is True
+    assert delivery.raw_status == "delivered via secure portal"
+    assert summary.finished == 1
+    make_due(message)
+    assert list(due_messages()) == []  # Paubox's own words are in: polling stops
