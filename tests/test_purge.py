@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -22,9 +18,9 @@ from django_paubox.conf import get_settings
 from django_paubox.models import Delivery, Message, WebhookEvent
 from django_paubox.retention import PurgeSummary, parse_age, purge
 
-pytestmark = pytest.mark.django_db
+from .commands import manage
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.django_db
 
 
 def message(age: timedelta, recipients: int = 2, events: int = 1) -> Message:
@@ -209,27 +205,14 @@ def test_command_without_an_age_is_bad_usage(rows, settings):
     assert Message.objects.count() == 7
 
 
-def _manage(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_command_help_and_usage_errors():
-    shown = _manage("paubox_purge", "--help")
+    shown = manage("paubox_purge", "--help")
     assert shown.returncode == 0
     text = " ".join(shown.stdout.split())
     for words in ("--older-than", "--dry-run", "--batch-size", "90d", "PURGE_AFTER_DAYS"):
         assert words in text
     for args in (("--older-than", "90"), ("--older-than", "90x"), ("--batch-size", "0")):
-        result = _manage("paubox_purge", *args)
+        result = manage("paubox_purge", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert "error" in result.stderr.lower()
 

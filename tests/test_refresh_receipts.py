@@ -4,14 +4,10 @@ back-off schedule and ``manage.py paubox_refresh_receipts``."""
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -32,9 +28,9 @@ from django_paubox.receipts import (
 )
 from django_paubox.statuses import Status
 
-pytestmark = pytest.mark.django_db
+from .commands import manage
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.django_db
 
 
 def _payload(recipients: list[str]) -> dict:
@@ -449,21 +445,8 @@ def test_command_bad_usage_in_process():
     assert raised.value.returncode == 2
 
 
-def _manage(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_command_help_and_usage_exit_codes():
-    shown = _manage("paubox_refresh_receipts", "--help")
+    shown = manage("paubox_refresh_receipts", "--help")
     assert shown.returncode == 0
     text = " ".join(shown.stdout.split())
     for option in ("--limit", "--tracking-id", "--all", "--concurrency"):
@@ -472,7 +455,7 @@ def test_command_help_and_usage_exit_codes():
     assert "2 for bad usage" in text
 
     for args in (("--limit", "many"), ("--limit", "0"), ("--bogus",)):
-        result = _manage("paubox_refresh_receipts", *args)
+        result = manage("paubox_refresh_receipts", *args)
         assert result.returncode == 2, (args, result.stderr)
 
 
