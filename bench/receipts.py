@@ -1,6 +1,6 @@
 """3. Receipts: refreshing 1,000 pending messages at 50 ms per call, versus sequential polling.
 
-Both sides ask about the same 1,000 tracking ids. Ours is ``receipts.refresh_receipts`` (bounded
+Both sides ask about the same 1,000 tracking ids. Ours is ``polling.poll_receipts`` (bounded
 thread pool, receipts applied to the rows in batches); the baseline is the SDK's ``get`` in a
 loop, which applies nothing. The limit is the concurrency: 1,000 / 16 round trips.
 """
@@ -14,10 +14,10 @@ from typing import Any
 from django.core.mail import get_connection, send_mass_mail
 from paubox import PauboxApiClient
 
-from django_paubox import receipts
 from django_paubox.client import PauboxClient
 from django_paubox.conf import get_settings
 from django_paubox.models import Delivery, Message
+from django_paubox.tracking import polling as receipts
 
 from . import common
 from .db import count_queries, empty_paubox_tables
@@ -84,7 +84,7 @@ def run(quick: bool) -> Result:
         client = InFlight(PauboxClient(conf))
         ours = common.Timer()
         with count_queries() as counted, common.profiled("receipts"), ours.measure():
-            summary = receipts.refresh_receipts(
+            summary = receipts.poll_receipts(
                 Message.objects.filter(tracking_id__in=tracking_ids), conf=conf, client=client
             )
         client.client.close()
@@ -96,7 +96,7 @@ def run(quick: bool) -> Result:
         small = InFlight(PauboxClient(small_conf))
         small_timer = common.Timer()
         with small_timer.measure():
-            receipts.refresh_receipts(
+            receipts.poll_receipts(
                 Message.objects.filter(tracking_id__in=tracking_ids),
                 conf=small_conf,
                 client=small,

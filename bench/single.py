@@ -21,7 +21,7 @@ from paubox import PauboxApiClient
 from django_paubox.client import PauboxClient
 from django_paubox.conf import get_settings
 from django_paubox.models import Message
-from django_paubox.payload import build_message
+from django_paubox.sending.payload import build_message
 
 from . import common
 from .db import count_queries, empty_paubox_tables

@@ -3,301 +3,31 @@
 :class:`PauboxBackendBase` does what every backend shares: it turns each ``EmailMessage`` into a
 Paubox payload (or the reason it cannot be one) and writes its ``Message`` row before anything is
 sent. Subclasses decide only how the prepared messages leave: :class:`PauboxEmailBackend` sends
-them during the call. Sending, recording and failure policy live in :class:`Dispatcher`, which
-the Celery tasks reuse.
+them during the call through the engine in :mod:`django_paubox.sending.dispatch`, and
+:class:`PauboxCeleryEmailBackend` leaves them in the outbox for a Celery worker.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 
-from . import payload as payloads
 from . import records, signals
 from .client import PauboxClient, shared_client
 from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxAPIError, PauboxConnectionError, PauboxError, PauboxPayloadError
+from .exceptions import PauboxPayloadError
 from .models import Message
+from .sending import payload as payloads
+from .sending.dispatch import Dispatcher, DispatchResult, Prepared, post_send, tag_email
+from .sending.options import send_options
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Prepared:
-    """One outgoing message: its row, its Paubox payload, and the EmailMessage it came from."""
-
-    row: Message
-    payload: dict[str, Any]  # {"message": <Paubox message>, "extras": {...}}
-    email: EmailMessage | None = None
-    tracking_id: str | None = None
-    error: PauboxError | None = None
-    #: Bare addresses of to, cc and bcc, for post_send's per-recipient outcomes.
-    recipients: list[str] = field(default_factory=list)
-    #: When Paubox is to send it, once it went through ``/schedule`` (``payload["send_at"]``).
-    scheduled_for: datetime | None = None
-
-    @property
-    def sender(self) -> str:
-        """The From Paubox will see (an extra From header wins), which picks the API key."""
-        headers = self.payload.get("message", {}).get("headers", {})
-        return str(headers.get("from") or self.row.from_email)
-
-    def send_body_extras(self) -> dict[str, Any]:
-        return dict(self.payload.get("extras") or {})
-
-    def goes_alone(self) -> bool:
-        """Whether it needs a request of its own: ``/bulk_messages`` has no room for extras,
-        a template (``/templated_messages``) or a send time (``/schedule``)."""
-        return bool(
-            self.send_body_extras() or self.payload.get("template") or self.payload.get("send_at")
-        )
-
-
-@dataclass
-class DispatchResult:
-    sent: list[Prepared] = field(default_factory=list)
-    failed: list[Prepared] = field(default_factory=list)
-    #: Back in the outbox after a transient failure (only with ``requeue_transient``).
-    requeued: list[Prepared] = field(default_factory=list)
-
-    @property
-    def first_error(self) -> PauboxError | None:
-        return next((p.error for p in self.failed if p.error is not None), None)
-
-
-class Dispatcher:
-    """Sends prepared messages through one client and records every outcome.
-
-    Policy: more than one message go to ``/bulk_messages`` in batches of ``BATCH_SIZE``. A batch
-    Paubox refuses as invalid (a 4xx) is retried one message at a time, so one bad message
-    cannot sink the others. A batch that fails for a reason that is not the messages' fault
-    (connection, timeout, 429, 5xx) is marked failed, and so is everything after it without
-    being attempted: when Paubox is down, each further batch would only wait for a timeout.
-    """
-
-    def __init__(
-        self,
-        client: PauboxClient,
-        conf: PauboxSettings,
-        *,
-        requeue_transient: bool = False,
-        retry_delay: float = 0.0,
-    ) -> None:
-        self.client = client
-        self.conf = conf
-        #: The outbox's mode: a transient failure puts the message back in the queue, to be
-        #: retried after ``retry_delay`` seconds, instead of failing it.
-        self.requeue_transient = requeue_transient
-        self.retry_delay = retry_delay
-
-    def dispatch(self, prepared: Sequence[Prepared]) -> DispatchResult:
-        result = DispatchResult()
-        if len(prepared) == 1:
-            self._send_one(prepared[0])
-            self._record(prepared, result)
-            return result
-        batches = list(_chunks(prepared, self.conf.batch_size))
-        # Pipelined: while batch k's outcome is written to the database, batch k+1 is on its
-        # way to Paubox (the helper thread only speaks HTTP; only this one touches the
-        # database). Still one request in flight, and k+1 leaves only once k has not met an
-        # outage, so the rule above holds. Should recording fail (the database is down), the
-        # batch already under way is sent but left unrecorded, in state "sending".
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paubox-send") as sender:
-            under_way = sender.submit(self._send_batch, batches[0])
-            for index, batch in enumerate(batches):
-                outage = under_way.result()
-                if outage is None and index + 1 < len(batches):
-                    under_way = sender.submit(self._send_batch, batches[index + 1])
-                self._record(batch, result)
-                if outage is not None:
-                    rest = [p for later in batches[index + 1 :] for p in later]
-                    for item in rest:
-                        item.error = _not_attempted(outage)
-                    self._record(rest, result)
-                    break
-        return result
-
-    def _send_one(self, item: Prepared) -> None:
-        try:
-            item.tracking_id = _send_alone(self.client, item)
-        except PauboxError as error:
-            item.error = error
-
-    def _send_batch(self, batch: Sequence[Prepared]) -> PauboxError | None:
-        """Send one batch; returns the error when Paubox itself is failing."""
-        # A bulk request has no room for per-message extras (tracking overrides), templates or
-        # send times: those go alone.
-        alone = [item for item in batch if item.goes_alone()]
-        batch = [item for item in batch if not item.goes_alone()]
-        for index, item in enumerate(alone):
-            self._send_one(item)
-            if _is_outage(item.error):  # as for a failed bulk: do not wait on every other one
-                for later in [*alone[index + 1 :], *batch]:
-                    later.error = _not_attempted(item.error)
-                return item.error
-        if len(batch) <= 1:
-            for item in batch:
-                self._send_one(item)
-            return None
-        try:
-            results = self.client.send_bulk([item.payload["message"] for item in batch])
-        except (PauboxAPIError, PauboxConnectionError) as error:
-            if _is_outage(error):
-                for item in batch:
-                    item.error = error
-                return error
-            logger.info(
-                "Paubox refused a batch of %d (%s); sending its messages one by one",
-                len(batch),
-                error.status,
-            )
-            for item in batch:
-                self._send_one(item)
-            return None
-        for item, outcome in zip(batch, results, strict=True):
-            if isinstance(outcome, str):
-                item.tracking_id = outcome
-            else:
-                item.error = outcome
-        return None
-
-    def _record(self, items: Sequence[Prepared], result: DispatchResult) -> None:
-        sent = [item for item in items if item.tracking_id]
-        failed = [item for item in items if not item.tracking_id]
-        records.mark_sent(
-            [(item.row, item.tracking_id or "") for item in sent if item.scheduled_for is None],
-            self.conf,
-        )
-        records.mark_scheduled(
-            [
-                (item.row, item.tracking_id or "", item.scheduled_for)
-                for item in sent
-                if item.scheduled_for is not None
-            ],
-            self.conf,
-        )
-        if self.requeue_transient:
-            transient = [item for item in failed if is_transient(item.error, self.conf)]
-            failed = [item for item in failed if item not in transient]
-            for error_text, group in _group_by_error(transient):
-                requeued = records.requeue(
-                    [item.row for item in group],
-                    group[0].error or error_text,
-                    self.conf,
-                    delay=self.retry_delay,
-                )
-                result.requeued.extend(item for item in group if item.row in requeued)
-                # The rest used up their attempts: requeue() has failed them with that reason.
-                result.failed.extend(item for item in group if item.row not in requeued)
-        for error_text, group in _group_by_error(failed):
-            records.mark_failed(
-                [item.row for item in group], group[0].error or error_text, self.conf
-            )
-        requeued_ids = set(map(id, result.requeued))
-        for item in items:
-            _tag(item)
-            _post_send(item, "queued" if id(item) in requeued_ids else None)
-        result.sent.extend(sent)
-        result.failed.extend(failed)
-        if failed:
-            logger.warning(
-                "Paubox: %d message(s) not sent: %s", len(failed), failed[0].error or "unknown"
-            )
-
-
-def _is_outage(error: PauboxError | None) -> bool:
-    """Paubox itself failing (connection, timeout, 429, 5xx), not the message."""
-    if isinstance(error, PauboxConnectionError):
-        return True
-    return isinstance(error, PauboxAPIError) and error.retryable
-
-
-def _not_attempted(cause: PauboxError | None) -> PauboxConnectionError:
-    return PauboxConnectionError(
-        f"not attempted after an earlier request failed ({cause})", may_have_been_sent=False
-    )
-
-
-def _send_alone(client: PauboxClient, item: Prepared) -> str:
-    """One message through the endpoint its payload names; returns its tracking id.
-
-    ``/templated_messages`` for a template, ``/schedule`` for a send time, else ``/messages``.
-    A send time that has come (or is within ``SCHEDULE_MARGIN``) by now, because the message
-    waited in the outbox, is sent at once: late is better than refused as "in the past".
-    """
-    message, extras = item.payload["message"], item.send_body_extras()
-    template = item.payload.get("template")
-    if template:
-        return client.send_templated(message, template["name"], template["values"], **extras)
-    send_at = item.payload.get("send_at")
-    if send_at:
-        when = payloads.parse_send_at(send_at)
-        if when > datetime.now(timezone.utc) + payloads.SCHEDULE_MARGIN:
-            tracking_id = client.schedule_message(message, when, **extras)
-            item.scheduled_for = when
-            return tracking_id
-        logger.info("Paubox: message %s was due by the time it was sent; sent now", item.row.pk)
-    return client.send_message(message, **extras)
-
-
-def _post_send(item: Prepared, status: str | None = None) -> None:
-    """``post_send`` for one message; a failing receiver is logged, the record stays."""
-    if status is None and item.tracking_id:
-        status = "scheduled" if item.scheduled_for is not None else "sent"
-    status = status or "failed"
-    responses = signals.post_send.send_robust(
-        sender=Message,
-        message=item.email,
-        record=item.row,
-        tracking_id=item.tracking_id,
-        error=item.error,
-        outcomes=dict.fromkeys(item.recipients, status),
-    )
-    for receiver, response in responses:
-        if isinstance(response, Exception):
-            logger.error(
-                "Paubox: a post_send receiver (%s) raised %s",
-                getattr(receiver, "__qualname__", receiver),
-                type(response).__name__,
-            )
-
-
-def _tag(item: Prepared) -> None:
-    """The user's handle on a send: ``paubox_tracking_id`` and ``paubox_message``."""
-    if item.email is not None:
-        item.email.paubox_tracking_id = item.tracking_id  # type: ignore[attr-defined]
-        item.email.paubox_message = item.row  # type: ignore[attr-defined]
-
-
-def is_transient(error: PauboxError | None, conf: PauboxSettings) -> bool:
-    """Whether sending again later is right: Paubox was failing, not the message.
-
-    A request that may have reached Paubox counts only with ``RESEND_AMBIGUOUS``: Paubox has no
-    idempotency key, so resending it could deliver the message twice.
-    """
-    if isinstance(error, PauboxConnectionError) and error.may_have_been_sent:
-        return conf.resend_ambiguous
-    return _is_outage(error)
-
-
-def _chunks(items: Sequence[Prepared], size: int) -> Iterator[Sequence[Prepared]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _group_by_error(items: Sequence[Prepared]) -> list[tuple[str, list[Prepared]]]:
-    groups: dict[str, list[Prepared]] = {}
-    for item in items:
-        groups.setdefault(str(item.error or "not sent"), []).append(item)
-    return list(groups.items())
 
 
 class PauboxBackendBase(BaseEmailBackend):
@@ -353,7 +83,7 @@ class PauboxBackendBase(BaseEmailBackend):
                 body = {
                     "message": message,
                     "extras": payloads.send_extras(email),
-                    **payloads.send_options(email),  # template, send_at
+                    **send_options(email),  # template, send_at
                 }
                 ready.append((email, body, payloads.message_recipients(email)))
             except PauboxPayloadError as error:
@@ -387,8 +117,8 @@ class PauboxBackendBase(BaseEmailBackend):
         ]
         for item in failed:
             records.mark_failed([item.row], item.error or "refused", self.conf)
-            _tag(item)
-            _post_send(item)
+            tag_email(item)
+            post_send(item)
         return prepared, failed
 
     def by_domain(self, prepared: Sequence[Prepared]) -> dict[PauboxSettings, list[Prepared]]:
@@ -483,10 +213,12 @@ class PauboxCeleryEmailBackend(PauboxBackendBase):
             email_messages, keep_payload=True, state=Message.State.QUEUED
         )
         for item in prepared:
-            _tag(item)
+            tag_email(item)
         ids = [item.row.pk for item in prepared]
         if ids:
-            from .outbox import enqueue
+            # Imported here because Celery is an optional dependency (the "celery" extra):
+            # the plain backend must import without it.
+            from .tasks import enqueue
 
             batch_size = self.conf.batch_size
             transaction.on_commit(lambda: enqueue(ids, batch_size))
@@ -496,24 +228,22 @@ class PauboxCeleryEmailBackend(PauboxBackendBase):
         return len(prepared)
 
 
-def resend_stored(message: Message) -> Message:
-    """Send a stored message again as a new :class:`Message`; needs ``STORE_CONTENT``."""
-    if not message.payload or "message" not in message.payload:
-        raise PauboxPayloadError(
-            "This message's content was not stored (PAUBOX['STORE_CONTENT'] is off, to keep PHI "
-            "out of the database), so it cannot be resent."
+_MOVED = {
+    name: "django_paubox.sending.dispatch"
+    for name in ("Prepared", "Dispatcher", "DispatchResult", "resend_stored", "is_transient")
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The engine moved to :mod:`django_paubox.sending.dispatch`; the old names warn (0.2)."""
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"django_paubox.backends.{name} moved to {_MOVED[name]}.{name}",
+            DeprecationWarning,
+            stacklevel=2,
         )
-    sender = message.payload["message"].get("headers", {}).get("from") or message.from_email
-    conf = get_settings().for_sender(sender)  # before the row: no key, nothing recorded
-    recipients = list(message.deliveries.values_list("kind", "recipient"))
-    (row,) = records.create_messages(
-        [(message.subject, message.from_email, recipients, message.payload)], conf
-    )
-    item = Prepared(row=row, payload=message.payload, recipients=[a for _, a in recipients])
-    with PauboxClient(conf) as client:
-        result = Dispatcher(client, conf).dispatch([item])
-    row.refresh_from_db()
-    error = result.first_error
-    if error is not None:
-        raise error
-    return row
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

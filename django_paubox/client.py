@@ -27,7 +27,8 @@ from urllib3.util.retry import Retry
 
 from . import __version__
 from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxAPIError, PauboxConnectionError
+from .exceptions import BulkItemError, PauboxAPIError, PauboxConnectionError
+from .sending import bodies
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,6 @@ class _Retry(Retry):
     def get_retry_after(self, response: Any) -> float | None:
         value = super().get_retry_after(response)
         return None if value is None else min(value, self.MAX_RETRY_AFTER)
-
-
-class BulkItemError(PauboxAPIError):
-    """One message of an accepted bulk request that Paubox answered without a tracking id."""
 
 
 class PauboxClient:
@@ -124,8 +121,7 @@ class PauboxClient:
 
     def send_message(self, message: Mapping[str, Any], **extras: Any) -> str:
         """POST /messages; returns Paubox's ``sourceTrackingId``."""
-        body = {"data": {"message": message, **extras}}
-        data = self._request("POST", "messages", json=body)
+        data = self._request("POST", "messages", json=bodies.single_send_body(message, extras))
         return _tracking_id_of(data, status=200)
 
     def send_bulk(self, messages: Sequence[Mapping[str, Any]]) -> list[str | PauboxAPIError]:
@@ -134,7 +130,7 @@ class PauboxClient:
         An entry Paubox answered without a tracking id comes back as a :class:`BulkItemError`
         in its place, so that one odd answer does not discard the ids of the others.
         """
-        data = self._request("POST", "bulk_messages", json={"data": {"messages": list(messages)}})
+        data = self._request("POST", "bulk_messages", json=bodies.bulk_send_body(messages))
         items = data.get("messages") if isinstance(data, dict) else None
         if not isinstance(items, list) or len(items) != len(messages):
             raise PauboxAPIError(
@@ -183,14 +179,7 @@ class PauboxClient:
             if isinstance(template_values, str)
             else json.dumps(dict(template_values), ensure_ascii=False, allow_nan=False)
         )
-        body = {
-            "data": {
-                "template_name": template_name,
-                "template_values": values,
-                "message": message,
-                **extras,
-            }
-        }
+        body = bodies.templated_send_body(message, template_name, values, extras)
         data = self._request("POST", "templated_messages", json=body)
         return _tracking_id_of(data, status=200)
 
@@ -212,9 +201,11 @@ class PauboxClient:
             )
         return [_template_of(item) for item in data]
 
-    def get_template(self, template_id: int) -> dict[str, Any]:
+    def get_template(self, template_id: int | str) -> dict[str, Any]:
         """GET /dynamic_templates/{id}; unknown ids raise :class:`PauboxAPIError` (404)."""
-        return _template_of(self._request("GET", f"dynamic_templates/{int(template_id)}"))
+        return _template_of(
+            self._request("GET", f"dynamic_templates/{_template_path_id(template_id)}")
+        )
 
     def create_template(self, name: str, body: str) -> dict[str, Any]:
         """POST /dynamic_templates (multipart ``data[name]``, ``data[body]`` as a .hbs file)."""
@@ -222,19 +213,21 @@ class PauboxClient:
         return _template_of(data)
 
     def update_template(
-        self, template_id: int, name: str | None = None, body: str | None = None
+        self, template_id: int | str, name: str | None = None, body: str | None = None
     ) -> dict[str, Any]:
         """PATCH /dynamic_templates/{id} with whichever of name and body is given."""
         if name is None and body is None:
             raise ValueError("update_template needs a new name, a new body, or both.")
         data = self._request(
-            "PATCH", f"dynamic_templates/{int(template_id)}", files=_template_form(name, body)
+            "PATCH",
+            f"dynamic_templates/{_template_path_id(template_id)}",
+            files=_template_form(name, body),
         )
-        return _template_of(data, default_id=int(template_id))
+        return _template_of(data, default_id=str(template_id))
 
-    def delete_template(self, template_id: int) -> None:
+    def delete_template(self, template_id: int | str) -> None:
         """DELETE /dynamic_templates/{id}; unknown ids raise :class:`PauboxAPIError` (404)."""
-        data = self._request("DELETE", f"dynamic_templates/{int(template_id)}")
+        data = self._request("DELETE", f"dynamic_templates/{_template_path_id(template_id)}")
         if isinstance(data, dict):
             error = _error_in_body(data)
             if error is not None:
@@ -250,7 +243,7 @@ class PauboxClient:
         ``scheduled_at`` is sent as ISO 8601 in UTC (``2026-09-14T09:00:00Z``): Paubox
         documents no format. ``extras`` go beside the message, as for ``/messages``.
         """
-        body = {"data": {"message": message, "scheduled_at": _scheduled_at(scheduled_at), **extras}}
+        body = bodies.schedule_body(message, _scheduled_at(scheduled_at), extras)
         data = self._request("POST", "schedule", json=body)
         return _tracking_id_of(data, status=200)
 
@@ -260,7 +253,7 @@ class PauboxClient:
 
     def reschedule(self, tracking_id: str, scheduled_at: datetime | str) -> dict[str, Any]:
         """PATCH /schedule/{sourceTrackingId} with ``{"data": {"scheduled_at": ...}}``."""
-        body = {"data": {"scheduled_at": _scheduled_at(scheduled_at)}}
+        body = bodies.reschedule_body(_scheduled_at(scheduled_at))
         return _object_of(self._request("PATCH", f"schedule/{_path_id(tracking_id)}", json=body))
 
     def cancel_scheduled(self, tracking_id: str) -> dict[str, Any]:
@@ -318,8 +311,8 @@ def _tracking_id_of(data: Any, *, status: int) -> str:
     )
 
 
-def _template_of(data: Any, *, default_id: int | None = None) -> dict[str, Any]:
-    """One template answer as ``{"id": int, "name": str, "body": str | None, "created_at":
+def _template_of(data: Any, *, default_id: str | None = None) -> dict[str, Any]:
+    """One template answer as ``{"id": str, "name": str, "body": str | None, "created_at":
     str | None, "updated_at": str | None}``; ``{"data": {...}}`` wrappers are unwrapped."""
     if isinstance(data, dict):
         error = _error_in_body(data)
@@ -329,13 +322,12 @@ def _template_of(data: Any, *, default_id: int | None = None) -> dict[str, Any]:
             data = data["data"]
     if not isinstance(data, dict):
         raise PauboxAPIError(200, title="Unexpected template response", details="not an object")
-    raw_id = data.get("id", default_id)  # integers (Paubox's spec's example is a string)
-    try:
-        template_id = int(raw_id)  # type: ignore[arg-type]  # TypeError is caught
-    except (TypeError, ValueError):
-        raise PauboxAPIError(
-            200, title="Unexpected template response", details="no integer template id"
-        ) from None
+    # Paubox's OpenAPI description has string ids ("template_123"), its prose docs integers:
+    # both are read, and kept as text.
+    raw_id = data.get("id", default_id)
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)) or not str(raw_id).strip():
+        raise PauboxAPIError(200, title="Unexpected template response", details="no template id")
+    template_id = str(raw_id).strip()
 
     def text(key: str) -> str | None:
         value = data.get(key)
@@ -348,6 +340,11 @@ def _template_of(data: Any, *, default_id: int | None = None) -> dict[str, Any]:
         "created_at": text("created_at"),
         "updated_at": text("updated_at"),
     }
+
+
+def _template_path_id(template_id: int | str) -> str:
+    """A template id as a path segment: integer or text, quoted (never a path of its own)."""
+    return quote(str(template_id).strip(), safe="")
 
 
 def _template_form(name: str | None, body: str | None) -> dict[str, tuple[Any, ...]]:

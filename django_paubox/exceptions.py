@@ -96,3 +96,31 @@ class PauboxAPIError(PauboxError):
 
     def __repr__(self) -> str:
         return f"PauboxAPIError(status={self.status!r}, title={self.title!r})"
+
+
+class BulkItemError(PauboxAPIError):
+    """One message of an accepted bulk request that Paubox answered without a tracking id."""
+
+
+class NotScheduled(PauboxError, ValueError):
+    """The message is not a scheduled send that has yet to go out, or the new time is wrong."""
+
+
+class InvalidWebhookEvent(PauboxError, ValueError):
+    """A webhook body that is not a Paubox event; the message is short and safe to return."""
+
+
+class CancelSend(PauboxError):
+    """Raised by a ``pre_send`` receiver to drop one message without sending it."""
+
+
+class HandlebarsError(PauboxError, ValueError):
+    """A template this renderer cannot render."""
+
+
+class HandlebarsSyntaxError(HandlebarsError):
+    """The template is not valid Handlebars (an unclosed block, a stray ``{{/if}}``...)."""
+
+
+class HandlebarsUnsupported(HandlebarsError):
+    """Valid Handlebars that uses something beyond the supported subset (a helper, partial...)."""

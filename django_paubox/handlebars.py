@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .exceptions import HandlebarsError, HandlebarsSyntaxError, HandlebarsUnsupported
+
 __all__ = [
     "HandlebarsError",
     "HandlebarsSyntaxError",
@@ -53,18 +55,6 @@ _ESCAPES = {
     "=": "&#x3D;",
 }
 _ESCAPE_RE = re.compile("[&<>\"'`=]")
-
-
-class HandlebarsError(ValueError):
-    """A template this renderer cannot render."""
-
-
-class HandlebarsSyntaxError(HandlebarsError):
-    """The template is not valid Handlebars (an unclosed block, a stray ``{{/if}}``...)."""
-
-
-class HandlebarsUnsupported(HandlebarsError):
-    """Valid Handlebars that uses something beyond the supported subset (a helper, partial...)."""
 
 
 # --- Parsing ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from .statuses import Status
+from .tracking.statuses import Status
 
 
 class Message(models.Model):
@@ -25,7 +25,7 @@ class Message(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     tracking_id = models.CharField(
-        "Paubox tracking id", max_length=64, unique=True, null=True, blank=True
+        "Paubox tracking id", max_length=255, unique=True, null=True, blank=True
     )
     state = models.CharField(max_length=16, choices=State.choices, default=State.SENDING)
     #: Disposition over all recipients, kept by records.py for the admin badge and filter.
@@ -35,6 +35,14 @@ class Message(models.Model):
     subject = models.TextField(blank=True)
     from_email = models.CharField(max_length=320)
     sender_domain = models.CharField(max_length=255, blank=True, db_index=True)
+    #: Which configured credentials sent it (a MAILERS alias, a DOMAINS entry or a connection's
+    #: label), so that later calls about it (outbox send, receipts, cancel) use the same ones.
+    #: A name, never the key nor anything derived from it.
+    mailer = models.CharField(max_length=200, blank=True)
+    #: ``paubox_metadata``: a flat str -> str object (not PHI by contract), echoed by Paubox.
+    metadata = models.JSONField(default=dict, blank=True)
+    #: ``paubox_tags``: a list of str.
+    tags = models.JSONField(default=list, blank=True)
     recipient_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -76,6 +84,8 @@ class Delivery(models.Model):
     recipient = models.CharField(
         max_length=320, db_index=True, help_text="Bare address, lower-cased."
     )
+    #: The display name the message gave the address ("Grace Hopper"), kept with the subject.
+    display_name = models.CharField(max_length=255, blank=True)
     kind = models.CharField(max_length=3, choices=Kind.choices, default=Kind.TO)
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -112,7 +122,7 @@ class WebhookEvent(models.Model):
     event_name = models.CharField(max_length=100, db_index=True)
     #: Hash identifying the event, so that a replay is recognised and stored only once.
     dedupe_key = models.CharField(max_length=64, unique=True)
-    source_tracking_id = models.CharField(max_length=64, blank=True, db_index=True)
+    source_tracking_id = models.CharField(max_length=255, blank=True, db_index=True)
     message = models.ForeignKey(
         Message,
         on_delete=models.CASCADE,
@@ -140,7 +150,8 @@ class DynamicTemplate(models.Model):
     ``sample_values`` exist only here, for the admin's preview: never put patient data in them.
     """
 
-    paubox_id = models.PositiveBigIntegerField("Paubox id", unique=True)
+    #: Text: Paubox's OpenAPI description has string ids ("template_123"), its prose integers.
+    paubox_id = models.CharField("Paubox id", max_length=255, unique=True)
     name = models.CharField(
         max_length=255,
         db_index=True,
@@ -162,3 +173,31 @@ class DynamicTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"Template {self.paubox_id}"
+
+
+class Suppression(models.Model):
+    """An address that is not mailed again: it hard bounced, unsubscribed, or staff said so."""
+
+    class Reason(models.TextChoices):
+        HARD_BOUNCE = "hard_bounce", "Hard bounce"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        MANUAL = "manual", "Added by staff"
+
+    address = models.CharField(max_length=320, unique=True, help_text="Bare address, lower-cased.")
+    reason = models.CharField(max_length=16, choices=Reason.choices, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    #: The message whose bounce or unsubscribe caused it (none for a manual one).
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="suppressions",
+    )
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.get_reason_display()})"

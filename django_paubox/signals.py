@@ -40,11 +40,17 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
+from .exceptions import CancelSend
+
+__all__ = [
+    "CancelSend",
+    "delivery_status_changed",
+    "post_send",
+    "pre_send",
+    "webhook_received",
+]
+
 delivery_status_changed = Signal()
 webhook_received = Signal()
 pre_send = Signal()
 post_send = Signal()
-
-
-class CancelSend(Exception):
-    """Raised by a ``pre_send`` receiver to drop one message without sending it."""

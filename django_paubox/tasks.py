@@ -1,13 +1,17 @@
 """Celery tasks: send the outbox, sweep what a dead broker or worker left, poll receipts, purge.
 
 Every task takes ids or nothing, never message content, so no PHI passes through the broker
-or the result backend. Schedules for beat are in :mod:`django_paubox.schedules`.
+or the result backend. Schedules for beat are in :mod:`django_paubox.beat`.
+Rows are the source of truth, the broker only a doorbell: :func:`enqueue` hands ids over after
+the rows commit, and ``sweep_outbox`` finds rows whose doorbell was lost (broker down, worker
+dead). So a broker failure when enqueueing is logged, never raised to the sender.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -15,12 +19,12 @@ from typing import Any
 from celery import shared_task
 
 from . import records
-from .backends import Dispatcher, DispatchResult, Prepared
 from .client import shared_client
 from .conf import PauboxSettings, get_settings
 from .exceptions import PauboxConfigError, PauboxPayloadError
 from .models import Delivery
-from .outbox import enqueue
+from .sending.dispatch import Dispatcher, DispatchResult, Prepared
+from .tracking import polling, retention
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,29 @@ def _valid_payload(payload: Any) -> bool:
         and isinstance(payload.get("message"), dict)
         and isinstance(payload.get("extras", {}), dict)
     )
+
+
+def enqueue(message_ids: Sequence[int], batch_size: int) -> int:
+    """Send one ``send_queued`` task per batch; returns how many messages were handed over."""
+    handed = 0
+    for start in range(0, len(message_ids), batch_size):
+        batch = list(message_ids[start : start + batch_size])
+        try:
+            send_queued.apply_async(
+                (batch,),
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+            )
+        except Exception as error:  # any broker failure: the rows are safe, the sweeper retries
+            logger.warning(
+                "Paubox outbox: the broker is unreachable (%s); %d message(s) stay queued until "
+                "sweep_outbox enqueues them",
+                type(error).__name__,
+                len(message_ids) - handed,
+            )
+            break
+        handed += len(batch)
+    return handed
 
 
 @shared_task(name="django_paubox.send_queued", acks_late=True, reject_on_worker_lost=True)
@@ -145,18 +172,14 @@ def sweep_outbox() -> dict[str, int]:
 @shared_task(name="django_paubox.refresh_receipts")
 def refresh_receipts(limit: int | None = 1000) -> dict[str, int]:
     """Poll ``/message_receipt`` for messages whose deliveries are not final and are due."""
-    from . import receipts
-
-    receipts.stop_expired()
-    summary = receipts.refresh_receipts(receipts.due_messages(limit=limit))
+    polling.stop_expired()
+    summary = polling.poll_receipts(polling.due_messages(limit=limit))
     return {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
 
 
 @shared_task(name="django_paubox.purge")
 def purge(older_than_days: int | None = None) -> dict[str, int]:
     """Apply retention: delete messages, deliveries and events older than the cutoff."""
-    from . import retention
-
     days = older_than_days or get_settings().purge_after_days
     if not days:
         return {"deleted": 0}

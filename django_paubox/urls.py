@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from .tracking import webhook as views
 
 app_name = "django_paubox"
 

@@ -104,7 +104,7 @@ if CELERY_BROKER_URL.startswith("filesystem"):
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 try:
-    from django_paubox.schedules import BEAT_SCHEDULE
+    from django_paubox.beat import BEAT_SCHEDULE
 
     CELERY_BEAT_SCHEDULE = {
         **BEAT_SCHEDULE,

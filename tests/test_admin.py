@@ -19,9 +19,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_paubox import dashboard
+from django_paubox.admin import dashboard
 from django_paubox.models import Delivery, Message, WebhookEvent
-from django_paubox.statuses import Status
+from django_paubox.tracking.statuses import Status
+from tests.factories import stored_message as make_message
 
 pytestmark = pytest.mark.django_db
 
@@ -29,50 +30,6 @@ PHI = "PHI-BODY-7f3a must never be shown"
 CHANGELIST = "admin:django_paubox_message_changelist"
 DASHBOARD = "admin:django_paubox_message_dashboard"
 _ids = itertools.count(1)
-
-
-def make_message(
-    *,
-    status: str = Status.DELIVERED,
-    state: str = Message.State.SENT,
-    recipients: Sequence[str] = ("patient@clinic.example",),
-    delivery_statuses: Sequence[str] | None = None,
-    created_at: datetime.datetime | None = None,
-    sent_at: datetime.datetime | None = None,
-    subject: str = "Your appointment",
-    from_email: str = "care@hospital.example",
-    payload: Any = None,
-    opened_at: datetime.datetime | None = None,
-    tracking_id: str | None = "auto",
-) -> Message:
-    """One message and its deliveries, written directly (records.py is tested elsewhere)."""
-    n = next(_ids)
-    created = created_at or timezone.now()
-    message = Message.objects.create(
-        tracking_id=f"trk-{n:05d}-{status}" if tracking_id == "auto" else tracking_id,
-        state=state,
-        status=status,
-        subject=subject,
-        from_email=from_email,
-        sender_domain=from_email.rpartition("@")[2],
-        recipient_count=len(recipients),
-        created_at=created,
-        sent_at=sent_at if sent_at is not None else (created if state == "sent" else None),
-        payload=payload,
-    )
-    statuses = delivery_statuses or [status] * len(recipients)
-    Delivery.objects.bulk_create(
-        Delivery(
-            message=message,
-            recipient=address,
-            status=delivery_status,
-            raw_status={"delivered": "delivered"}.get(delivery_status, delivery_status),
-            delivered_at=created if delivery_status == Status.DELIVERED else None,
-            opened_at=opened_at,
-        )
-        for address, delivery_status in zip(recipients, statuses, strict=True)
-    )
-    return message
 
 
 def bulk_messages(count: int, *, recipients: int = 2) -> None:

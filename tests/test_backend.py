@@ -18,26 +18,13 @@ from django_paubox.exceptions import (
     PauboxPayloadError,
 )
 from django_paubox.models import Delivery, Message
-from django_paubox.statuses import Status
+from django_paubox.tracking.statuses import Status
+from tests.factories import emails as make
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
 SECRET_BODY = "Patient Jane Roe, MRN 4411, HIV result"
 FROM = "Clinic <reminders@clinic.example>"
-
-
-def make(n: int = 1, **kw) -> list[EmailMessage]:
-    return [
-        EmailMessage(
-            kw.get("subject", f"Reminder {i}"),
-            kw.get("body", f"Body {i}"),
-            kw.get("from_email", FROM),
-            kw.get("to", [f"patient{i}@example.com"]),
-            cc=kw.get("cc"),
-            bcc=kw.get("bcc"),
-        )
-        for i in range(n)
-    ]
 
 
 def bulk_posts(sandbox) -> int:
@@ -121,7 +108,9 @@ def queries_for(n: int) -> int:
 
 
 def test_bulk_query_count_grows_with_batches_not_messages(paubox_sandbox):
-    assert queries_for(50) == queries_for(2)
+    # 40, not 50: SQLite's 999 parameters per statement make bulk_create insert 50 Message rows
+    # (21 columns) in two statements; that is Django's batching, not a query per message.
+    assert queries_for(40) == queries_for(2)
     assert queries_for(100) <= 2 * queries_for(50)
 
 

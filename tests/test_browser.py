@@ -20,7 +20,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from django_paubox.models import Delivery, Message, WebhookEvent
-from django_paubox.statuses import Status
+from django_paubox.tracking.statuses import Status
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -16,7 +16,7 @@ import pytest
 
 from django_paubox.conf import KNOWN_KEYS, PauboxSettings
 from django_paubox.sandbox.outcomes import LOCAL_PARTS, OUTCOMES
-from django_paubox.statuses import DELIVERY_STATUS_STRINGS, WEBHOOK_EVENT_NAMES, Status
+from django_paubox.tracking.statuses import DELIVERY_STATUS_STRINGS, WEBHOOK_EVENT_NAMES, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -90,7 +90,7 @@ def test_every_sandbox_outcome_is_documented():
 def test_every_beat_entry_and_task_is_documented():
     pytest.importorskip("celery")
     from django_paubox import tasks
-    from django_paubox.schedules import BEAT_SCHEDULE
+    from django_paubox.beat import BEAT_SCHEDULE
 
     text = read("celery.md")
     for name, entry in BEAT_SCHEDULE.items():

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from django_paubox import outbox, tasks
 from django_paubox.models import Message
-from django_paubox.statuses import Status
+from django_paubox.tracking.statuses import Status
+from tests.factories import emails as make
 
 CELERY_BACKEND = "django_paubox.backends.PauboxCeleryEmailBackend"
 FROM = "reminders@clinic.example"
@@ -31,15 +32,14 @@ def enqueued(monkeypatch):
     return calls
 
 
-def make(n: int, **kw) -> list[EmailMessage]:
-    return [
-        EmailMessage(f"Reminder {i}", kw.get("body", BODY), FROM, [f"p{i}@example.com"])
-        for i in range(n)
-    ]
-
-
 def queue(n: int = 1, **kw) -> list[EmailMessage]:
-    messages = make(n, **kw)
+    messages = make(
+        n,
+        subject="Reminder {i}",
+        from_email=FROM,
+        to=["p{i}@example.com"],
+        body=kw.get("body", BODY),
+    )
     assert get_connection(CELERY_BACKEND).send_messages(messages) == n
     return messages
 

@@ -184,7 +184,9 @@ assert "site-packages" in location.parts, location
 print("imported", django_paubox.__version__, "from", location.parent)
 assert (location.parent / "py.typed").is_file()
 
-from django_paubox import admin, backends, client, conf, models, payload, statuses, urls, views
+from django_paubox import admin, backends, client, conf, models, records, urls
+from django_paubox.sending import dispatch, payload
+from django_paubox.tracking import statuses, webhook
 from django_paubox import sandbox  # the pytest plugin needs pytest: only pytest loads it
 print("modules ok")
 

@@ -1,4 +1,4 @@
-"""Tests for django_paubox.payload: EmailMessage -> Paubox JSON, checked against Paubox's spec."""
+"""Tests for django_paubox.sending.payload: EmailMessage -> Paubox JSON, checked against a spec."""
 
 from __future__ import annotations
 
@@ -24,29 +24,21 @@ from hypothesis import strategies as st
 
 from django_paubox.conf import PauboxSettings
 from django_paubox.exceptions import PauboxPayloadError
-from django_paubox.payload import (
-    ParsedAddress,
+from django_paubox.sending.addresses import ParsedAddress, parse_address
+from django_paubox.sending.bodies import bulk_send_body, single_send_body
+from django_paubox.sending.payload import (
     build_message,
-    bulk_send_body,
     message_recipients,
-    parse_address,
     send_extras,
     sendable_recipient_count,
-    single_send_body,
 )
+from tests.factories import email as make
 
 CONF = PauboxSettings()
 SENDER = "sender@clinic.example"
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
-
-
-def make(body: str = "Hello", **kwargs: Any) -> EmailMultiAlternatives:
-    kwargs.setdefault("subject", "Subject")
-    kwargs.setdefault("from_email", SENDER)
-    kwargs.setdefault("to", ["patient@example.com"])
-    return EmailMultiAlternatives(body=body, **kwargs)
 
 
 def b64(text: str | bytes) -> str:
@@ -487,10 +479,10 @@ def test_unsupported_headers_refused_or_dropped(
     assert name in error and "X- headers" in error and "SECRET-VALUE" not in error
 
     conf = PauboxSettings(drop_unsupported_headers=True)
-    with caplog.at_level(logging.WARNING, logger="django_paubox.payload"):
+    with caplog.at_level(logging.WARNING, logger="django_paubox.sending.payload"):
         headers = build_message(email, conf)["headers"]
     assert name not in headers and headers["X-Keep"] == "1"
-    records = [r for r in caplog.records if r.name == "django_paubox.payload"]
+    records = [r for r in caplog.records if r.name == "django_paubox.sending.payload"]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert name in records[0].getMessage() and "SECRET" not in records[0].getMessage()
 

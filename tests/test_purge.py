@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_paubox import records
 from django_paubox.conf import get_settings
 from django_paubox.models import Delivery, Message, WebhookEvent
-from django_paubox.retention import PurgeSummary, parse_age, purge
+from django_paubox.tracking.retention import PurgeSummary, parse_age, purge
 
 from .commands import manage
 
@@ -218,7 +218,7 @@ def test_command_help_and_usage_errors():
 
 
 def test_purge_reports_progress_after_each_batch():
-    from django_paubox.retention import purge as run_purge
+    from django_paubox.tracking.retention import purge as run_purge
 
     for _ in range(5):
         Message.objects.create(

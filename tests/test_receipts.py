@@ -15,9 +15,10 @@ from django.utils import timezone as dj_timezone
 
 from django_paubox import records, signals
 from django_paubox.conf import get_settings
-from django_paubox.dispositions import parse_receipt, parse_rfc2822
 from django_paubox.models import Delivery, Message, WebhookEvent
-from django_paubox.statuses import Status, from_delivery_status, rank
+from django_paubox.tracking.parsing import parse_receipt, parse_rfc2822
+from django_paubox.tracking.statuses import Status, from_delivery_status, rank
+from tests.factories import sent_message as make_message
 
 POSTGRES = os.environ.get("DJANGO_PAUBOX_TEST_DB") == "postgres"
 postgres_only = pytest.mark.skipif(not POSTGRES, reason="needs DJANGO_PAUBOX_TEST_DB=postgres")
@@ -26,21 +27,6 @@ TIME = "Mon, 23 Apr 2018 13:27:34 -0700"
 TIME_UTC = datetime(2018, 4, 23, 20, 27, 34, tzinfo=timezone.utc)
 OPEN_TIME = "Mon, 23 Apr 2018 13:27:51 -0700"
 OPEN_TIME_UTC = datetime(2018, 4, 23, 20, 27, 51, tzinfo=timezone.utc)
-
-
-def make_message(
-    recipients: list[str] | tuple[str, ...] = ("patient@example.com",),
-    tracking_id: str | None = "track-1",
-) -> Message:
-    """A message as the backend leaves it: rows created, then marked sent (or not)."""
-    conf = get_settings()
-    [message] = records.create_messages(
-        [("Subject", "clinic@example.org", [("to", r) for r in recipients], {})], conf
-    )
-    if tracking_id:
-        records.mark_sent([(message, tracking_id)], conf)
-    message.refresh_from_db()
-    return message
 
 
 def entry(recipient: str, status: str | None = "delivered", **fields: object) -> dict:

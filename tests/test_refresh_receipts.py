@@ -1,4 +1,4 @@
-"""Receipt polling over real HTTP against the sandbox: refresh_receipts, due_messages, the
+"""Receipt polling over real HTTP against the sandbox: poll_receipts, due_messages, the
 back-off schedule and ``manage.py paubox_refresh_receipts``."""
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from django_paubox import records
 from django_paubox.client import PauboxClient
 from django_paubox.conf import get_settings
 from django_paubox.models import Delivery, Message
-from django_paubox.receipts import (
+from django_paubox.tracking.polling import (
     NOT_FOUND_GRACE,
     RefreshSummary,
     due_messages,
     next_check_at,
-    refresh_receipts,
+    poll_receipts,
     stop_expired,
 )
-from django_paubox.statuses import Status
+from django_paubox.tracking.statuses import Status
 
 from .commands import manage
 
@@ -154,7 +154,7 @@ def test_refresh_moves_deliveries_to_their_final_statuses(paubox_sandbox):
     paubox_sandbox.finish_processing()
     messages = [bounce, soft, portal, opened, plain]
 
-    summary = refresh_receipts(Message.objects.filter(pk__in=[m.pk for m in messages]))
+    summary = poll_receipts(Message.objects.filter(pk__in=[m.pk for m in messages]))
 
     assert summary.checked == 5
     assert summary.errors == 0
@@ -184,8 +184,8 @@ def test_refresh_moves_deliveries_to_their_final_statuses(paubox_sandbox):
 def test_a_second_refresh_changes_nothing(paubox_sandbox):
     message = send("bounce@example.com")
     paubox_sandbox.finish_processing()
-    assert refresh_receipts([message]).changed == 1
-    again = refresh_receipts([message])
+    assert poll_receipts([message]).changed == 1
+    again = poll_receipts([message])
     assert (again.checked, again.changed, again.errors) == (1, 0, 0)
     assert statuses_of(message) == {"bounce@example.com": Status.HARD_BOUNCED}
 
@@ -193,7 +193,7 @@ def test_a_second_refresh_changes_nothing(paubox_sandbox):
 def test_processing_stays_pending_and_is_rescheduled(paubox_sandbox):
     paubox_sandbox.processing_seconds = 60
     message = send("patient@example.com")
-    summary = refresh_receipts([message])
+    summary = poll_receipts([message])
     assert (summary.checked, summary.errors, summary.finished) == (1, 0, 0)
     message.refresh_from_db()
     assert message.deliveries.get().status == Status.PROCESSING
@@ -206,7 +206,7 @@ def test_processing_stays_pending_and_is_rescheduled(paubox_sandbox):
 
 def test_404_just_after_sending_means_ask_again_later(paubox_sandbox):
     message = unknown_to_paubox()
-    summary = refresh_receipts([message])
+    summary = poll_receipts([message])
     assert summary == RefreshSummary(checked=1, not_found_yet=1)
     message.refresh_from_db()
     assert message.deliveries.get().status == Status.SENT
@@ -217,7 +217,7 @@ def test_404_just_after_sending_means_ask_again_later(paubox_sandbox):
 
 def test_404_long_after_sending_is_an_error(paubox_sandbox):
     message = unknown_to_paubox(sent_ago=NOT_FOUND_GRACE + timedelta(minutes=5))
-    summary = refresh_receipts([message])
+    summary = poll_receipts([message])
     assert (summary.checked, summary.not_found_yet, summary.errors) == (1, 0, 1)
     assert summary.error_tracking_ids == [message.tracking_id]
     message.refresh_from_db()
@@ -227,7 +227,7 @@ def test_404_long_after_sending_is_an_error(paubox_sandbox):
 def test_internal_error_means_ask_again_later(paubox_sandbox):
     message = send("error@example.com")
     paubox_sandbox.finish_processing()
-    summary = refresh_receipts([message])
+    summary = poll_receipts([message])
     assert (summary.not_found_yet, summary.errors, summary.finished) == (1, 0, 0)
     delivery = message.deliveries.get()
     assert delivery.status == Status.SENT
@@ -240,7 +240,7 @@ def test_internal_error_as_an_http_answer_means_ask_again_later(paubox_sandbox, 
     message = send("patient@example.com")
     body = {"errors": [{"code": 500, "title": "Internal error. Please check back later."}]}
     paubox_sandbox.fail_next(500, body=body, endpoint="message_receipt")
-    summary = refresh_receipts([message])
+    summary = poll_receipts([message])
     assert (summary.not_found_yet, summary.errors) == (1, 0)
 
 
@@ -252,7 +252,7 @@ def test_server_errors_and_dropped_connections_are_counted_and_rescheduled(
     paubox_sandbox.fail_next(503, count=2, endpoint="message_receipt")
     paubox_sandbox.fail_next_with("drop", endpoint="message_receipt")
     with PauboxClient(get_settings(receipt_concurrency=1)) as client:
-        summary = refresh_receipts(failing, conf=get_settings(receipt_concurrency=1), client=client)
+        summary = poll_receipts(failing, conf=get_settings(receipt_concurrency=1), client=client)
     assert (summary.checked, summary.errors, summary.finished) == (3, 3, 0)
     assert sorted(summary.error_tracking_ids) == sorted(m.tracking_id for m in failing)
     for message in failing:
@@ -260,20 +260,20 @@ def test_server_errors_and_dropped_connections_are_counted_and_rescheduled(
         assert message.deliveries.get().status == Status.SENT
         assert message.next_receipt_check_at > timezone.now()
     # Next time round Paubox answers, and they finish.
-    assert refresh_receipts(failing).finished == 3
+    assert poll_receipts(failing).finished == 3
 
 
 def test_unreachable_paubox_counts_every_message_as_an_error(paubox_sandbox, settings):
     messages = [send("patient@example.com"), send("carer@example.com")]
     settings.PAUBOX = {**settings.PAUBOX, "API_URL": "http://127.0.0.1:9/v1/", "MAX_RETRIES": 0}
-    summary = refresh_receipts(messages)
+    summary = poll_receipts(messages)
     assert (summary.checked, summary.errors) == (2, 2)
 
 
 def test_a_message_deleted_while_polling_is_skipped(paubox_sandbox):
     kept, purged = send("a@example.com"), send("b@example.com")
     Message.objects.filter(pk=purged.pk).delete()
-    summary = refresh_receipts([kept, purged])
+    summary = poll_receipts([kept, purged])
     assert summary.checked == 1
 
 
@@ -315,7 +315,7 @@ def test_polling_is_concurrent_and_bounded(paubox_sandbox, settings):
     progress: list[tuple[int, int]] = []
     with CountingClient(conf) as client:
         started = time.monotonic()
-        summary = refresh_receipts(
+        summary = poll_receipts(
             Message.objects.filter(pk__in=[m.pk for m in created]),
             client=client,
             progress=lambda done, total: progress.append((done, total)),
@@ -478,7 +478,7 @@ def test_two_refreshes_at_once_neither_fail_nor_regress(paubox_sandbox):
     def poll() -> None:
         try:
             pks = [m.pk for m in messages]
-            summaries.append(refresh_receipts(Message.objects.filter(pk__in=pks), batch_size=7))
+            summaries.append(poll_receipts(Message.objects.filter(pk__in=pks), batch_size=7))
         except BaseException as error:  # reported below
             failures.append(error)
         finally:
@@ -507,7 +507,7 @@ def test_receipt_poll_opens_keeps_asking_until_the_single_recipient_opens(paubox
     single = send("patient@example.com")
     pair = send("patient2@example.com", "carer@example.com")
     paubox_sandbox.finish_processing()
-    refresh_receipts(Message.objects.filter(pk__in=[single.pk, pair.pk]))
+    poll_receipts(Message.objects.filter(pk__in=[single.pk, pair.pk]))
     single.refresh_from_db()
     pair.refresh_from_db()
     assert statuses_of(single) == {"patient@example.com": Status.DELIVERED}
@@ -547,7 +547,7 @@ def test_a_delivery_made_final_by_a_webhook_gets_one_receipt_for_what_events_can
     make_due(message)
     assert list(due_messages()) == [message]
 
-    summary = refresh_receipts(due_messages())
+    summary = poll_receipts(due_messages())
 
     delivery.refresh_from_db()
     assert delivery.via_secure_portal is True

@@ -1113,12 +1113,17 @@ def _run_python(code: str) -> str:
     return done.stdout.strip()
 
 
-def test_sandbox_and_plugin_import_without_django():
+def test_sandbox_and_plugin_import_without_a_django_project():
+    # The sandbox imports django_paubox.exceptions (whose PauboxConfigError is Django's
+    # ImproperlyConfigured), but no settings, apps, ORM or mail machinery.
     code = (
         "import sys; import django_paubox.sandbox, django_paubox.sandbox.pytest_plugin, "
-        "django_paubox.sandbox.cli; print('django' in sys.modules)"
+        "django_paubox.sandbox.cli; "
+        "heavy = ('django.apps', 'django.conf', 'django.db', 'django.core.mail', "
+        "'django.template', 'django.http'); "
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
     )
-    assert _run_python(code) == "False"
+    assert _run_python(code) == "[]"
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -16,12 +16,14 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from django_paubox import receipts, scheduled_sends, tasks
+from django_paubox import tasks
 from django_paubox.client import PauboxClient
 from django_paubox.conf import get_settings
 from django_paubox.exceptions import PauboxAPIError, PauboxPayloadError
 from django_paubox.models import Message
-from django_paubox.payload import format_send_at, send_at_of, send_options
+from django_paubox.sending import scheduled as scheduled_sends
+from django_paubox.sending.options import format_send_at, send_at_of, send_options
+from django_paubox.tracking import polling as receipts
 
 FROM = "Clinic <reminders@clinic.example>"
 UTC = datetime.timezone.utc
@@ -258,7 +260,7 @@ def test_scheduled_message_is_delivered_when_paubox_sends_it(paubox_sandbox):
     row = Message.objects.get()
     assert paubox_sandbox.send_scheduled_now() == [row.tracking_id]
     paubox_sandbox.finish_processing()
-    summary = receipts.refresh_receipts([row])
+    summary = receipts.poll_receipts([row])
     assert summary.changed == 1
     row.refresh_from_db()
     delivery = row.deliveries.get()

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from django_paubox import statuses
-from django_paubox.statuses import (
+from django_paubox.tracking import statuses
+from django_paubox.tracking.statuses import (
     DELIVERY_STATUS_STRINGS,
     FINAL_STATUSES,
     WEBHOOK_EVENT_NAMES,

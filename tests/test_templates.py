@@ -17,13 +17,15 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from django_paubox import handlebars, tasks, templates_api
+from django_paubox import handlebars, tasks
 from django_paubox.client import PauboxClient
 from django_paubox.conf import get_settings
 from django_paubox.exceptions import PauboxAPIError, PauboxPayloadError
 from django_paubox.models import DynamicTemplate, Message
-from django_paubox.payload import build_message, send_options, template_of
 from django_paubox.sandbox.templates import parse_form
+from django_paubox.sending import templates as templates_api
+from django_paubox.sending.options import send_options, template_of
+from django_paubox.sending.payload import build_message
 
 FROM = "Clinic <reminders@clinic.example>"
 REMINDER = (
@@ -222,7 +224,7 @@ def test_values_without_a_name_and_alternatives_are_refused():
 
 def test_template_crud_through_the_client(api_client, paubox_sandbox):
     created = api_client.create_template("reminder", REMINDER)
-    assert isinstance(created["id"], int) and created["name"] == "reminder"
+    assert isinstance(created["id"], str) and created["name"] == "reminder"
     assert created["body"] == REMINDER
     second = api_client.create_template("welcome", "Welcome {{name}} ✓")
     listed = api_client.list_templates()
@@ -489,7 +491,7 @@ def test_sync_mirrors_pauboxs_templates_and_keeps_sample_values(paubox_sandbox):
     first = paubox_sandbox.add_template("reminder", REMINDER)
     paubox_sandbox.add_template("welcome", "Welcome {{name}}")
     assert str(templates_api.sync_templates()) == "2 added, 0 updated, 0 removed"
-    mirror = DynamicTemplate.objects.get(paubox_id=first.id)
+    mirror = DynamicTemplate.objects.get(paubox_id=str(first.id))
     assert (mirror.name, mirror.body) == ("reminder", REMINDER)
     mirror.sample_values = {"name": "Sample"}
     mirror.save()
@@ -504,14 +506,14 @@ def test_sync_mirrors_pauboxs_templates_and_keeps_sample_values(paubox_sandbox):
 @pytest.mark.django_db
 def test_create_update_delete_go_to_paubox_first(paubox_sandbox):
     template = templates_api.create_template("reminder", REMINDER, sample_values={"name": "S"})
-    assert paubox_sandbox.template_store.get(template.paubox_id).body == REMINDER
+    assert paubox_sandbox.template_store.get(int(template.paubox_id)).body == REMINDER
     templates_api.update_template(template, name="reminder-2")
-    assert paubox_sandbox.template_store.get(template.paubox_id).name == "reminder-2"
+    assert paubox_sandbox.template_store.get(int(template.paubox_id)).name == "reminder-2"
     assert DynamicTemplate.objects.get().name == "reminder-2"
     with pytest.raises(PauboxAPIError):
         templates_api.create_template("reminder-2", "dup")
     assert DynamicTemplate.objects.count() == 1  # refused by Paubox: nothing mirrored
-    paubox_sandbox.template_store.delete(template.paubox_id)  # gone at Paubox already
+    paubox_sandbox.template_store.delete(int(template.paubox_id))  # gone at Paubox already
     templates_api.delete_template(template)
     assert DynamicTemplate.objects.count() == 0
 
@@ -528,7 +530,7 @@ def test_admin_creates_through_paubox_and_previews(admin_client: Client, paubox_
     assert response.status_code == 302, response.content.decode()[:2000]
     mirror = DynamicTemplate.objects.get()
     assert [t.name for t in paubox_sandbox.templates] == ["reminder"]
-    assert mirror.paubox_id == paubox_sandbox.templates[0].id
+    assert mirror.paubox_id == str(paubox_sandbox.templates[0].id)
     page = admin_client.get(reverse(ADMIN + "change", args=[mirror.pk])).content.decode()
     assert 'sandbox=""' in page and "srcdoc=" in page
     # The rendered HTML is escaped into the frame's srcdoc: never live in the admin page.
@@ -563,7 +565,7 @@ def test_admin_updates_only_what_changed_and_sample_values_stay_local(
     )
     assert response.status_code == 302
     assert paubox_sandbox.requests[-1][0] == "PATCH"
-    assert paubox_sandbox.template_store.get(template.paubox_id).body == "Hi {{name}}"
+    assert paubox_sandbox.template_store.get(int(template.paubox_id)).body == "Hi {{name}}"
     template.refresh_from_db()
     assert template.body == "Hi {{name}}"
 

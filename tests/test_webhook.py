@@ -15,10 +15,11 @@ from django.test import Client, RequestFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from django_paubox import records, signals, views
-from django_paubox.dispositions import InvalidWebhookEvent
+from django_paubox import records, signals
 from django_paubox.models import Delivery, Message, WebhookEvent
-from django_paubox.statuses import Status
+from django_paubox.tracking import webhook as views
+from django_paubox.tracking.parsing import InvalidWebhookEvent
+from django_paubox.tracking.statuses import Status
 from tests.test_receipts import delivery, entry, make_message, postgres_only, receipt
 
 SECRET = "hook-s3cret-🔑"

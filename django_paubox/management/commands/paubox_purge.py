@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import get_settings
 from ...exceptions import PauboxConfigError
-from ...retention import PurgeSummary, parse_age, purge
+from ...tracking.retention import PurgeSummary, parse_age, purge
 from ..arguments import positive_int
 
 EXIT_USAGE = 2

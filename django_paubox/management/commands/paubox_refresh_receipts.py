@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import get_settings
 from ...exceptions import PauboxConfigError
-from ...receipts import due_messages, refresh_receipts, stop_expired
+from ...tracking.polling import due_messages, poll_receipts, stop_expired
 from ..arguments import positive_int
 
 EXIT_ERRORS = 1
@@ -87,7 +87,7 @@ class Command(BaseCommand):
 
         on_terminal = self.stdout.isatty()
         progress = self._show_progress if on_terminal else None
-        summary = refresh_receipts(messages, conf=conf, progress=progress)
+        summary = poll_receipts(messages, conf=conf, progress=progress)
         if on_terminal:
             self.stdout.write("")
         self.stdout.write(

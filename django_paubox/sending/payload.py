@@ -37,27 +37,20 @@ Choices where Paubox differs from SMTP (also in ``docs/``):
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import math
 import mimetypes
 import re
-import unicodedata
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
-from email import _header_value_parser as header_parser
-from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
-from email.headerregistry import Address
 from email.message import Message as MIMEMessageBase
-from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from django.core.mail import EmailMessage
-from django.utils.encoding import DjangoUnicodeDecodeError, force_str
+from django.utils.encoding import force_str
 
-from .conf import PauboxSettings
-from .exceptions import PauboxPayloadError
+from ..conf import PauboxSettings
+from ..exceptions import PauboxPayloadError
+from .addresses import ParsedAddress, parse_address, parse_address_list
+from .text import LINE_BREAKS, is_control, text_of
 
 logger = logging.getLogger(__name__)
 
@@ -74,35 +67,8 @@ SILENTLY_DROPPED_HEADERS = frozenset({"message-id", "date"})
 #: ``extra_headers`` that change another field of the payload rather than being carried.
 _OVERRIDE_HEADERS = frozenset({"from", "reply-to", "subject", "to", "cc"})
 
-#: Every character that ``str.splitlines`` (and so Python-based mail software) treats as a line
-#: break: any of them in a header would allow header injection.
-_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 #: RFC 5322 field name: printable ASCII except the colon.
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
-#: A display name that needs no quoting: atoms (RFC 6532 allows UTF-8 in them) joined by
-#: single spaces. Anything else is sent as a quoted string.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
-_PLAIN_PHRASE = re.compile(rf"{_ATEXT}(?: {_ATEXT})*\Z")
-#: Parser defects that leave an address usable: UTF-8 local parts (RFC 6531) and obsolete but
-#: unambiguous syntax such as the period in ``J. Smith <js@example.com>``.
-_TOLERATED_DEFECTS = (NonASCIILocalPartDefect, ObsoleteHeaderDefect)
-
-
-class ParsedAddress(NamedTuple):
-    """One mailbox: its display name (may be empty) and its bare address."""
-
-    display_name: str
-    addr_spec: str
-
-    @property
-    def formatted(self) -> str:
-        """``Name <addr>`` (name quoted when needed) or the bare address."""
-        if not self.display_name:
-            return self.addr_spec
-        name = self.display_name
-        if not _PLAIN_PHRASE.match(name):
-            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return f"{name} <{self.addr_spec}>"
 
 
 class _File(NamedTuple):
@@ -199,87 +165,9 @@ def send_extras(email: EmailMessage) -> dict[str, Any]:
     return extras
 
 
-def single_send_body(message: dict[str, Any], extras: Mapping[str, Any] | None = None) -> dict:
-    """The JSON body of ``POST /messages``."""
-    return {"data": {"message": message, **(extras or {})}}
-
-
-def bulk_send_body(messages: Sequence[dict[str, Any]]) -> dict:
-    """The JSON body of ``POST /bulk_messages`` (callers keep batches to 50 or fewer)."""
-    return {"data": {"messages": list(messages)}}
-
-
 # ---------------------------------------------------------------------------------------------
 # Addresses
 # ---------------------------------------------------------------------------------------------
-
-
-def parse_address(value: Any, field: str) -> ParsedAddress:
-    """Parse exactly one mailbox from ``value`` or raise :class:`PauboxPayloadError`."""
-    return _parse_one(_address_text(value, field), field)
-
-
-# Parsing is the costliest part of building a payload, and a bulk send repeats the same From,
-# Reply-To and often the same recipients: the parsed results (immutable) are cached.
-@lru_cache(maxsize=4096)
-def _parse_one(text: str, field: str) -> ParsedAddress:
-    address, rest = _take_mailbox(text, text, field)
-    if rest.strip():
-        hint = " (a display name with a comma must be quoted)" if rest.lstrip()[:1] == "," else ""
-        raise PauboxPayloadError(
-            f"Paubox: {text!r} in {field} is not one email address{hint}; give one address "
-            "per entry."
-        )
-    return address
-
-
-def parse_address_list(value: Any, field: str) -> list[ParsedAddress]:
-    """Parse a comma-separated list of mailboxes (empty for an empty string)."""
-    return list(_parse_list(_address_text(value, field), field))
-
-
-@lru_cache(maxsize=1024)
-def _parse_list(text: str, field: str) -> tuple[ParsedAddress, ...]:
-    addresses: list[ParsedAddress] = []
-    rest = text
-    while rest.strip():
-        address, rest = _take_mailbox(rest, text, field)
-        addresses.append(address)
-        rest = rest.lstrip()
-        if rest and not rest.startswith(","):
-            raise PauboxPayloadError(f"Paubox: {text!r} in {field} is not a list of addresses.")
-        rest = rest[1:]
-    return tuple(addresses)
-
-
-def _address_text(value: Any, field: str) -> str:
-    text = "" if value is None else force_str(value)
-    bad = next((c for c in text if _is_control(c)), None)
-    if bad is not None:
-        what = "a line break" if bad in _LINE_BREAKS else "a control character"
-        raise PauboxPayloadError(f"Paubox: the address {text!r} in {field} contains {what}.")
-    return text
-
-
-def _take_mailbox(text: str, whole: str, field: str) -> tuple[ParsedAddress, str]:
-    """Parse the mailbox at the start of ``text``; return it and the unparsed rest."""
-    invalid = f"Paubox: {whole!r} in {field} is not a valid email address"
-    if not text.strip():
-        raise PauboxPayloadError(f"Paubox: an empty address in {field}.")
-    try:
-        token, rest = header_parser.get_mailbox(text)
-    except Exception:  # HeaderParseError, and IndexError etc. from the parser's corners
-        raise PauboxPayloadError(invalid + ".") from None
-    defects = [d for d in token.all_defects if not isinstance(d, _TOLERATED_DEFECTS)]
-    local_part, domain = token.local_part, token.domain
-    if defects or not local_part or not domain:
-        hint = "" if "@" in whole else " (no @)"
-        if rest.lstrip().startswith(","):
-            hint = " (a display name with a comma must be quoted)"
-        raise PauboxPayloadError(f"{invalid}{hint}.")
-    name = (token.display_name or "").strip()
-    addr_spec = Address(username=local_part, domain=domain).addr_spec
-    return ParsedAddress(name, addr_spec), rest
 
 
 def _unique_recipients(email: EmailMessage) -> list[tuple[str, ParsedAddress]]:
@@ -326,7 +214,7 @@ def _headers(email: EmailMessage, conf: PauboxSettings) -> dict[str, str]:
         subject = overrides["subject"][1]
     else:
         subject = "" if email.subject is None else force_str(email.subject)
-        if any(c in _LINE_BREAKS for c in subject):
+        if any(c in LINE_BREAKS for c in subject):
             raise PauboxPayloadError("Paubox: the subject contains a line break.")
 
     if "reply-to" in overrides:
@@ -376,7 +264,7 @@ def _extra_headers(email: EmailMessage) -> list[tuple[str, str]]:
         if not _HEADER_NAME.match(name):
             raise PauboxPayloadError(f"Paubox: {name!r} is not a valid header name.")
         value = "" if raw_value is None else force_str(raw_value)
-        if any(c in _LINE_BREAKS for c in value):
+        if any(c in LINE_BREAKS for c in value):
             raise PauboxPayloadError(
                 f"Paubox: the value of the {name} header contains a line break."
             )
@@ -411,7 +299,7 @@ def _check_display_only_header(email: EmailMessage, kind: str, header: tuple[str
 def _content(email: EmailMessage) -> dict[str, str]:
     text: str | None = None
     html: str | None = None
-    body = _text(email.body, "the body")
+    body = text_of(email.body, "the body")
     subtype = email.content_subtype
     if subtype == "plain":
         text = body
@@ -424,9 +312,9 @@ def _content(email: EmailMessage) -> dict[str, str]:
     for part, mimetype in getattr(email, "alternatives", None) or ():
         mimetype = force_str(mimetype).lower()
         if mimetype == "text/html" and not html:
-            html = _text(part, "the text/html alternative")
+            html = text_of(part, "the text/html alternative")
         elif mimetype == "text/plain" and not text:
-            text = _text(part, "the text/plain alternative")
+            text = text_of(part, "the text/plain alternative")
         elif mimetype in ("text/html", "text/plain"):
             raise PauboxPayloadError(f"Paubox: the message has more than one {mimetype} part.")
         else:
@@ -445,15 +333,6 @@ def _content(email: EmailMessage) -> dict[str, str]:
             "text/plain or text/html."
         )
     return content
-
-
-def _text(value: Any, what: str) -> str:
-    if value is None:
-        return ""
-    try:
-        return force_str(value)
-    except DjangoUnicodeDecodeError:
-        raise PauboxPayloadError(f"Paubox: {what} is bytes that are not UTF-8.") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +376,7 @@ def _file(attachment: Any, number: int) -> _File:
         content = _content_bytes(raw, number)
     filename = force_str(filename) if filename else ""
     mimetype = force_str(mimetype).strip().lower() if mimetype else ""
-    if any(_is_control(c) for c in filename + mimetype):
+    if any(is_control(c) for c in filename + mimetype):
         raise PauboxPayloadError(
             f"Paubox: the name or type of attachment #{number} contains a control character."
         )
@@ -565,7 +444,7 @@ def _unsubscribe_url(value: Any) -> str:
     url = force_str(value).strip()
     parts = urlsplit(url)
     if (
-        any(_is_control(c) for c in url)
+        any(is_control(c) for c in url)
         or parts.scheme not in ("http", "https", "mailto")
         or not (parts.netloc or parts.scheme == "mailto")
     ):
@@ -573,186 +452,3 @@ def _unsubscribe_url(value: Any) -> str:
             "Paubox: message.paubox_unsubscribe_url must be an absolute http(s) or mailto URL."
         )
     return url
-
-
-def _is_control(char: str) -> bool:
-    return char in _LINE_BREAKS or unicodedata.category(char) == "Cc"
-
-
-# ---------------------------------------------------------------------------------------------
-# Dynamic templates and scheduled sends
-# ---------------------------------------------------------------------------------------------
-
-#: Longest template name accepted (Paubox documents none; names are short identifiers).
-MAX_TEMPLATE_NAME_LENGTH = 255
-#: How deep template values may nest (a guard against self-referencing structures).
-MAX_TEMPLATE_VALUES_DEPTH = 32
-
-
-def template_of(email: EmailMessage) -> tuple[str, str] | None:
-    """``(template name, JSON-encoded values)`` for a templated message, else ``None``.
-
-    From ``email.paubox_template_name`` (a non-empty string) and
-    ``email.paubox_template_values``: a dict of JSON values (``None`` means ``{}``), or a
-    string already holding a JSON object. Paubox wants the values as a JSON-encoded *string*.
-    Refused with :class:`PauboxPayloadError` (naming the offending key, never its value):
-    values that are not JSON (a ``datetime``, a ``Decimal``, a set, NaN...): format them as the
-    recipient should read them, since the template cannot; and a body or alternative
-    parts, since Paubox takes a templated message's content from the template only.
-    """
-    name = getattr(email, "paubox_template_name", None)
-    values = getattr(email, "paubox_template_values", None)
-    if name is None:
-        if values is not None:
-            raise PauboxPayloadError(
-                "Paubox: message.paubox_template_values is set but paubox_template_name is not."
-            )
-        return None
-    if not isinstance(name, str) or not name.strip():
-        raise PauboxPayloadError("Paubox: message.paubox_template_name must be a non-empty string.")
-    if len(name) > MAX_TEMPLATE_NAME_LENGTH or any(_is_control(c) for c in name):
-        raise PauboxPayloadError(
-            "Paubox: message.paubox_template_name must be at most "
-            f"{MAX_TEMPLATE_NAME_LENGTH} characters without control characters."
-        )
-    if _text(email.body, "the body") or getattr(email, "alternatives", None):
-        raise PauboxPayloadError(
-            f"Paubox: the message uses the dynamic template {name!r}, which is its content; "
-            "leave the body empty and attach no alternative parts."
-        )
-    return name, encode_template_values(values)
-
-
-def encode_template_values(values: Any) -> str:
-    """``paubox_template_values`` as the JSON text Paubox wants (see :func:`template_of`)."""
-    attr = "message.paubox_template_values"
-    if values is None:
-        return "{}"
-    if isinstance(values, (str, bytes)):
-        try:
-            decoded = json.loads(values)
-        except ValueError:
-            raise PauboxPayloadError(f"Paubox: {attr} is a string that is not JSON.") from None
-        if not isinstance(decoded, dict):
-            raise PauboxPayloadError(f"Paubox: {attr} must be a JSON object.")
-        values = decoded
-    if not isinstance(values, Mapping):
-        raise PauboxPayloadError(
-            f"Paubox: {attr} must be a dict (the template's variables), not a "
-            f"{type(values).__name__}."
-        )
-    problem = _json_problem(values, "", set(), 0)
-    if problem is not None:
-        raise PauboxPayloadError(
-            f"Paubox: {attr}{problem}; template values must be JSON (str, int, float, bool, "
-            "None, lists and dicts with string keys). Format dates and amounts as the "
-            "recipient should read them."
-        )
-    return json.dumps(values, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _json_problem(value: Any, where: str, active: set[int], depth: int) -> str | None:
-    """Why ``value`` is not plain JSON (naming where, never what), or None."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where} is not a finite number"
-    if depth >= MAX_TEMPLATE_VALUES_DEPTH:
-        return f"{where} nests deeper than {MAX_TEMPLATE_VALUES_DEPTH} levels"
-    if isinstance(value, (Mapping, list, tuple)):
-        if id(value) in active:
-            return f"{where} contains itself"
-        active.add(id(value))
-        try:
-            if isinstance(value, Mapping):
-                for key, item in value.items():
-                    if not isinstance(key, str):
-                        return f"{where} has a key that is a {type(key).__name__}, not a string"
-                    problem = _json_problem(item, f"{where}[{key!r}]", active, depth + 1)
-                    if problem:
-                        return problem
-            else:
-                for index, item in enumerate(value):
-                    problem = _json_problem(item, f"{where}[{index}]", active, depth + 1)
-                    if problem:
-                        return problem
-        finally:
-            active.discard(id(value))
-        return None
-    return f"{where} is a {type(value).__name__}, which is not JSON-serialisable"
-
-
-def send_at_of(email: EmailMessage, *, now: datetime | None = None) -> datetime | None:
-    """When a scheduled message should go out (``email.paubox_send_at``), else ``None``.
-
-    Refused with :class:`PauboxPayloadError`: anything but a ``datetime``, a naive datetime
-    (its instant would depend on a server's time zone), and a time that is not in the future.
-    """
-    send_at = getattr(email, "paubox_send_at", None)
-    if send_at is None:
-        return None
-    if not isinstance(send_at, datetime):
-        raise PauboxPayloadError(
-            "Paubox: message.paubox_send_at must be a timezone-aware datetime, not a "
-            f"{type(send_at).__name__}."
-        )
-    if send_at.tzinfo is None or send_at.utcoffset() is None:
-        raise PauboxPayloadError(
-            "Paubox: message.paubox_send_at is a naive datetime; give it a time zone (for "
-            "example with django.utils.timezone.make_aware) so that it names one instant."
-        )
-    now = now or datetime.now(timezone.utc)
-    if send_at <= now:
-        ago = int((now - send_at).total_seconds())
-        raise PauboxPayloadError(
-            f"Paubox: message.paubox_send_at is in the past ({format_send_at(send_at)}, "
-            f"{ago} seconds ago); a scheduled send needs a future time."
-        )
-    return send_at
-
-
-def format_send_at(moment: datetime) -> str:
-    """``2026-09-14T09:00:00Z``: the ``scheduled_at`` sent to Paubox (ISO 8601, UTC, seconds).
-
-    Paubox documents no format for ``scheduled_at``; ISO 8601 with an explicit offset names
-    one instant unambiguously, as its webhooks' times do.
-    """
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_send_at(text: str) -> datetime:
-    """The aware datetime of a :func:`format_send_at` string (any ISO 8601 with an offset)."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        raise ValueError("scheduled time without a time zone")
-    return moment
-
-
-def send_options(email: EmailMessage, *, now: datetime | None = None) -> dict[str, Any]:
-    """What, beside ``message`` and ``extras``, routes a send to another endpoint.
-
-    ``{"template": {"name": ..., "values": <JSON text>}}`` for ``/templated_messages``,
-    ``{"send_at": "<ISO 8601>"}`` for ``/schedule``, or ``{}``. Both at once are refused:
-    Paubox documents no scheduled templated send.
-    """
-    options: dict[str, Any] = {}
-    template = template_of(email)
-    send_at = send_at_of(email, now=now)
-    if template is not None and send_at is not None:
-        raise PauboxPayloadError(
-            "Paubox: a message cannot both use a dynamic template and be scheduled "
-            "(paubox_template_name with paubox_send_at): Paubox's /schedule takes no template."
-        )
-    if template is not None:
-        options["template"] = {"name": template[0], "values": template[1]}
-    if send_at is not None:
-        options["send_at"] = format_send_at(send_at)
-    return options
-
-
-#: A scheduled time closer than this when the message is actually sent is sent at once instead.
-SCHEDULE_MARGIN = timedelta(seconds=5)

@@ -20,11 +20,11 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from .client import PauboxClient
-from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxAPIError
-from .handlebars import render
-from .models import DynamicTemplate
+from ..client import PauboxClient
+from ..conf import PauboxSettings, get_settings
+from ..exceptions import PauboxAPIError
+from ..handlebars import render
+from ..models import DynamicTemplate
 
 __all__ = [
     "SyncSummary",

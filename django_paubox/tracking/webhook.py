@@ -33,11 +33,11 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import records
-from .conf import get_settings
-from .dispositions import InvalidWebhookEvent
+from .. import records
+from ..conf import get_settings
+from ..exceptions import InvalidWebhookEvent
 
-logger = logging.getLogger("django_paubox")
+logger = logging.getLogger(__name__)
 
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _warned_no_secret = False

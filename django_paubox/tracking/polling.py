@@ -26,13 +26,14 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from . import records, statuses
-from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxAPIError
-from .models import Delivery, Message
+from .. import records
+from ..conf import PauboxSettings, get_settings
+from ..exceptions import PauboxAPIError
+from ..models import Delivery, Message
+from . import statuses
 from .statuses import WEBHOOK_EVENT_NAMES, Status
 
-logger = logging.getLogger("django_paubox.receipts")
+logger = logging.getLogger(__name__)
 
 #: ``(age below which, poll every)``; past the last row, :data:`LATE_INTERVAL` applies.
 SCHEDULE: tuple[tuple[timedelta, timedelta], ...] = (
@@ -211,7 +212,7 @@ def _targets(messages: Iterable[Message] | QuerySet[Message]) -> list[_Target]:
     return targets
 
 
-def refresh_receipts(
+def poll_receipts(
     messages: Iterable[Message] | QuerySet[Message],
     *,
     conf: PauboxSettings | None = None,
@@ -233,7 +234,7 @@ def refresh_receipts(
         return summary
     own_client = client is None
     if own_client:
-        from .client import PauboxClient
+        from ..client import PauboxClient
 
         client = PauboxClient(conf)
     try:
@@ -436,3 +437,17 @@ def _reschedule(
             logger.info("Paubox receipts: giving up on %s (too old)", message.tracking_id)
     # Only the schedule column: apply_receipt owns the others and may have saved them.
     Message.objects.bulk_update(messages, ["next_receipt_check_at"])
+
+
+def __getattr__(name: str) -> object:
+    """``refresh_receipts`` was this function's name before 0.2 (it clashed with the task)."""
+    if name == "refresh_receipts":
+        import warnings
+
+        warnings.warn(
+            "refresh_receipts() is now django_paubox.tracking.polling.poll_receipts()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return poll_receipts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """A ready Celery beat schedule; import it in settings (it imports no models):
 
-    from django_paubox.schedules import BEAT_SCHEDULE
+    from django_paubox.beat import BEAT_SCHEDULE
     CELERY_BEAT_SCHEDULE = {**BEAT_SCHEDULE}
 
 django-celery-beat reads ``CELERY_BEAT_SCHEDULE`` into its database at start-up, so the same

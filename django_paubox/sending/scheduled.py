@@ -12,18 +12,14 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from . import records
-from .client import PauboxClient
-from .conf import get_settings
-from .exceptions import PauboxError
-from .models import Message
-from .payload import format_send_at
+from .. import records
+from ..client import PauboxClient
+from ..conf import get_settings
+from ..exceptions import NotScheduled
+from ..models import Message
+from .options import format_send_at
 
 __all__ = ["NotScheduled", "cancel", "is_pending", "reschedule"]
-
-
-class NotScheduled(PauboxError, ValueError):
-    """The message is not a scheduled send that has yet to go out, or the new time is wrong."""
 
 
 def is_pending(message: Message, now: datetime | None = None) -> bool:

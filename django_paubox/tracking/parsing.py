@@ -21,7 +21,7 @@ from typing import Any
 
 from django.utils.dateparse import parse_datetime
 
-from .exceptions import PauboxError
+from ..exceptions import InvalidWebhookEvent
 from .statuses import Outcome, from_delivery_status, from_webhook_event
 
 #: Field sizes of the models (an over-long value would fail on PostgreSQL).
@@ -30,13 +30,6 @@ MAX_TRACKING_ID = 64
 MAX_ADDRESS = 320
 #: Paubox's events nest three levels deep; anything much deeper is not from Paubox.
 MAX_DEPTH = 32
-
-
-class InvalidWebhookEvent(PauboxError, ValueError):
-    """A webhook body that is not a Paubox event; the message is short and safe to return."""
-
-
-# --- Shared helpers -------------------------------------------------------------------------
 
 
 def normalise_address(text: str) -> str:

@@ -18,9 +18,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import Delivery, Message, WebhookEvent
+from ..models import Delivery, Message, WebhookEvent
 
-logger = logging.getLogger("django_paubox.retention")
+logger = logging.getLogger(__name__)
 
 _AGE = re.compile(r"^\s*(\d+)\s*([hdw])\s*$", re.IGNORECASE)
 _UNITS = {"h": "hours", "d": "days", "w": "weeks"}

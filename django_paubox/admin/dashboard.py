@@ -17,15 +17,15 @@ from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import formats, timezone
 
-from .conf import PauboxSettings, get_settings
-from .models import Delivery, Message
-from .statuses import Status
+from ..conf import PauboxSettings, get_settings
+from ..models import Delivery, Message
+from ..tracking.statuses import Status
 
 DEFAULT_DAYS = 30
 
 
 @dataclass(frozen=True)
-class Outcome:
+class OutcomeGroup:
     """One series of the chart: a group of ``Message.status`` values with a colour class."""
 
     key: str
@@ -34,16 +34,16 @@ class Outcome:
 
 
 #: Bottom to top in each stacked bar; every Status belongs to exactly one outcome.
-OUTCOMES: tuple[Outcome, ...] = (
-    Outcome("delivered", "Delivered", (str(Status.DELIVERED),)),
-    Outcome(
+OUTCOMES: tuple[OutcomeGroup, ...] = (
+    OutcomeGroup("delivered", "Delivered", (str(Status.DELIVERED),)),
+    OutcomeGroup(
         "in_progress",
         "In progress",
         (str(Status.QUEUED), str(Status.SENT), str(Status.PROCESSING)),
     ),
-    Outcome("soft_bounced", "Soft bounced", (str(Status.SOFT_BOUNCED),)),
-    Outcome("hard_bounced", "Hard bounced", (str(Status.HARD_BOUNCED),)),
-    Outcome("failed", "Failed", (str(Status.FAILED),)),
+    OutcomeGroup("soft_bounced", "Soft bounced", (str(Status.SOFT_BOUNCED),)),
+    OutcomeGroup("hard_bounced", "Hard bounced", (str(Status.HARD_BOUNCED),)),
+    OutcomeGroup("failed", "Failed", (str(Status.FAILED),)),
 )
 _OUTCOME_OF_STATUS = {status: o.key for o in OUTCOMES for status in o.statuses}
 
@@ -399,7 +399,7 @@ class Dashboard:
     chart: Chart
     rates: Rates
     usage: Usage
-    outcomes: tuple[Outcome, ...] = OUTCOMES
+    outcomes: tuple[OutcomeGroup, ...] = OUTCOMES
 
     @property
     def messages(self) -> int:
@@ -413,7 +413,7 @@ class Dashboard:
         return totals
 
     @property
-    def legend(self) -> list[tuple[Outcome, int]]:
+    def legend(self) -> list[tuple[OutcomeGroup, int]]:
         totals = self.outcome_totals()
         return [(o, totals[o.key]) for o in OUTCOMES]
 

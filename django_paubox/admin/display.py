@@ -1,0 +1,100 @@
+"""Small display helpers the admin pages share: badges, times, links, JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.urls import reverse
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from ..models import Delivery
+from ..tracking.statuses import Status
+
+CSS = {"all": ("django_paubox/admin.css",)}
+EMPTY = "—"
+_KNOWN_STATUSES = frozenset(Status.values)
+_STATUS_LABELS = dict(Status.choices)
+
+
+# --- Small renderers shared by the admins ------------------------------------------------------
+
+
+def status_badge(status: str) -> SafeString:
+    """A coloured badge that also spells the status out, so colour is never the only cue."""
+    css = status if status in _KNOWN_STATUSES else "unknown"
+    label = _STATUS_LABELS.get(status, status or "Unknown")
+    return format_html('<span class="paubox-badge paubox-badge--{}">{}</span>', css, label)
+
+
+def short_datetime(value: Any) -> SafeString | str:
+    """A compact local date and time for table cells; the full one is in the tooltip.
+
+    This year's dates drop the year ("Nov 21 8:26 p.m."); older ones show the date only.
+    """
+    if not value:
+        return EMPTY
+    local = timezone.localtime(value)
+    if local.year == timezone.localtime().year:
+        text = f"{formats.date_format(local, 'M j')} {formats.time_format(local)}"
+    else:
+        text = formats.date_format(local, "SHORT_DATE_FORMAT")
+    full = formats.date_format(local, "DATETIME_FORMAT")
+    return format_html('<span class="paubox-nowrap" title="{}">{}</span>', full, text)
+
+
+def admin_link(model: type[Any], pk: Any, text: str) -> SafeString:
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[pk])
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+def pretty_json(value: Any) -> SafeString:
+    """Indented, key-sorted JSON in a ``<pre>``; every character escaped."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="paubox-json">{}</pre>', text)
+
+
+def redact_subjects(value: Any) -> Any:
+    """Replace every ``subject`` in a webhook payload: shown only when subjects are stored."""
+    if isinstance(value, dict):
+        return {
+            k: "[hidden: STORE_SUBJECT is off]" if k == "subject" else redact_subjects(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_subjects(v) for v in value]
+    return value
+
+
+def clicks_list(clicks: Any) -> SafeString | str:
+    """Paubox's ``clicks_per_link`` as a list; URLs are shown as text, never as live links."""
+    if not clicks:
+        return EMPTY
+    if not isinstance(clicks, list):
+        return pretty_json(clicks)
+    rows = [
+        (c.get("click_count", "?"), c.get("target_url", "")) for c in clicks if isinstance(c, dict)
+    ]
+    if not rows:
+        return pretty_json(clicks)
+    items = format_html_join("", "<li>{} &times; <code>{}</code></li>", rows)
+    return format_html('<ul class="paubox-clicks">{}</ul>', items)
+
+
+def engagement(obj: Delivery) -> SafeString | str:
+    """Paubox's counters (single-recipient messages only) in one cell; a dash when absent."""
+    parts = []
+    if obj.total_opens is not None:
+        distinct = f" ({obj.distinct_opens} distinct)" if obj.distinct_opens is not None else ""
+        parts.append(f"{obj.total_opens} open{'s' if obj.total_opens != 1 else ''}{distinct}")
+    if obj.total_click_count is not None:
+        n = obj.total_click_count
+        parts.append(f"{n} click{'s' if n != 1 else ''}")
+    if obj.unsubscribed:
+        parts.append("unsubscribed")
+    if not parts and not obj.clicks_per_link:
+        return EMPTY
+    clicks = clicks_list(obj.clicks_per_link) if obj.clicks_per_link else ""
+    return format_html("{}{}", ", ".join(parts), clicks)

@@ -1,0 +1,313 @@
+"""Rows for sends: created before Paubox is called, then sent, failed, requeued or cancelled."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ..conf import PauboxSettings, sender_domain
+from ..models import Delivery, Message
+from ..tracking.statuses import Status
+
+logger = logging.getLogger(__name__)
+
+# --- Sending --------------------------------------------------------------------------------
+
+
+def create_messages(
+    prepared: Sequence[tuple[str, str, Sequence[tuple[str, str]], dict[str, Any]]],
+    conf: PauboxSettings,
+    *,
+    state: str = Message.State.SENDING,
+    keep_payload: bool = False,
+) -> list[Message]:
+    """Write one Message and its Delivery rows per prepared message, before Paubox is called.
+
+    ``prepared`` holds ``(subject, from_email, recipients, payload)`` where ``recipients`` is
+    ``[(kind, address), ...]``. Two bulk inserts however many messages there are.
+    ``keep_payload`` stores the Paubox payload (PHI) on the row: the Celery outbox needs it
+    until the send; ``STORE_CONTENT`` keeps it afterwards.
+    """
+    now = timezone.now()
+    messages = [
+        Message(
+            state=state,
+            status=Status.QUEUED,
+            subject=subject if conf.store_subject else "",
+            from_email=from_email,
+            sender_domain=sender_domain(from_email),
+            recipient_count=len(recipients),
+            created_at=now,
+            next_attempt_at=now if state == Message.State.QUEUED else None,
+            payload=payload if (keep_payload or conf.store_content) else None,
+        )
+        for subject, from_email, recipients, payload in prepared
+    ]
+    with transaction.atomic():
+        Message.objects.bulk_create(messages)
+        Delivery.objects.bulk_create(
+            Delivery(message=message, recipient=address, kind=kind, status=Status.QUEUED)
+            for message, (_, _, recipients, _) in zip(messages, prepared, strict=True)
+            for kind, address in recipients
+        )
+    return messages
+
+
+def mark_sent(
+    sent: Sequence[tuple[Message, str]], conf: PauboxSettings, *, next_check_in: float = 60.0
+) -> None:
+    """Record Paubox's tracking ids; deliveries move from queued to sent.
+
+    A few queries per call, however many messages: the bulk path calls it once per batch.
+    """
+    _mark_accepted([(m, tracking_id, None) for m, tracking_id in sent], conf, next_check_in)
+
+
+def _mark_accepted(
+    accepted: Sequence[tuple[Message, str, datetime | None]],
+    conf: PauboxSettings,
+    next_check_in: float,
+) -> None:
+    """Paubox took these messages: ``(row, tracking id, scheduled time or None)``.
+
+    A message sent now is ``sent``; a scheduled one stays ``queued`` until its time, when its
+    receipts are first asked for (before it Paubox has nothing to report). On the hot path (a
+    bulk batch sent now) this is two UPDATE statements, however many messages: the same values
+    for every row, and the tracking ids in one CASE (``bulk_update`` cost more than the rest
+    of a batch's database work together).
+    """
+    if not accepted:
+        return
+    now = timezone.now()
+    for message, tracking_id, when in accepted:
+        message.tracking_id = tracking_id
+        message.state = Message.State.SENT
+        message.status = Status.SENT if when is None else Status.QUEUED
+        message.scheduled_at = when
+        message.sent_at = when or now
+        message.error = ""
+        message.error_status = None
+        message.attempts += 1
+        message.next_receipt_check_at = (when or now) + timedelta(seconds=next_check_in)
+        if not conf.store_content:
+            message.payload = None
+    common = {
+        "state": Message.State.SENT,
+        "error": "",
+        "error_status": None,
+        "attempts": F("attempts") + 1,
+        **({} if conf.store_content else {"payload": None}),
+    }
+    sent_now = [m for m, _, when in accepted if when is None]
+    with transaction.atomic():
+        if sent_now:
+            Message.objects.filter(pk__in=[m.pk for m in sent_now]).update(
+                status=Status.SENT,
+                scheduled_at=None,
+                sent_at=now,
+                next_receipt_check_at=sent_now[0].next_receipt_check_at,
+                **common,
+            )
+            _set_tracking_ids([(m.pk, m.tracking_id or "") for m in sent_now])
+            Delivery.objects.filter(
+                message__in=[m.pk for m in sent_now], status=Status.QUEUED
+            ).update(status=Status.SENT, updated_at=now)
+        for message, tracking_id, when in accepted:
+            if when is not None:  # scheduled sends go one at a time
+                Message.objects.filter(pk=message.pk).update(
+                    tracking_id=tracking_id,
+                    status=Status.QUEUED,
+                    scheduled_at=when,
+                    sent_at=when,
+                    next_receipt_check_at=message.next_receipt_check_at,
+                    **common,
+                )
+
+
+def _set_tracking_ids(pairs: Sequence[tuple[int, str]]) -> None:
+    """``UPDATE ... SET tracking_id = CASE id WHEN ... END`` in one statement."""
+    quote = connection.ops.quote_name
+    table = quote(Message._meta.db_table)
+    pk = quote(str(Message._meta.get_field("id").column))
+    column = quote(str(Message._meta.get_field("tracking_id").column))
+    cases = " ".join(["WHEN %s THEN %s"] * len(pairs))
+    marks = ", ".join(["%s"] * len(pairs))
+    params: list[Any] = [value for pair in pairs for value in pair]
+    params += [pk_value for pk_value, _ in pairs]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {column} = CASE {pk} {cases} END WHERE {pk} IN ({marks})",  # noqa: S608
+            params,
+        )
+
+
+def mark_failed(
+    messages: Sequence[Message],
+    error: BaseException | str,
+    conf: PauboxSettings,
+) -> None:
+    """Record why messages could not be sent; their deliveries become ``failed``.
+
+    ``error`` is stored as its text, which never holds the key or content (see exceptions.py).
+    """
+    if not messages:
+        return
+    now = timezone.now()
+    status = getattr(error, "status", None)
+    for message in messages:
+        message.state = Message.State.FAILED
+        message.status = Status.FAILED
+        message.error = str(error)
+        message.error_status = status if isinstance(status, int) else None
+        message.attempts += 1
+        if not conf.store_content:
+            message.payload = None
+    with transaction.atomic():
+        Message.objects.bulk_update(
+            list(messages), ["state", "status", "error", "error_status", "attempts", "payload"]
+        )
+        Delivery.objects.filter(message__in=[m.pk for m in messages]).exclude(
+            status=Status.FAILED
+        ).update(status=Status.FAILED, updated_at=now)
+
+
+def requeue(
+    messages: Sequence[Message], error: BaseException | str, conf: PauboxSettings, *, delay: float
+) -> list[Message]:
+    """Put messages back in the outbox after a transient failure; returns those requeued.
+
+    A message that has used up ``SEND_MAX_ATTEMPTS`` is marked failed instead, with the reason.
+    Its payload stays, since the next attempt needs it.
+    """
+    exhausted = [m for m in messages if m.attempts + 1 >= conf.send_max_attempts]
+    if exhausted:
+        mark_failed(exhausted, f"{error} (gave up after {conf.send_max_attempts} attempts)", conf)
+    retry = [m for m in messages if m not in exhausted]
+    if not retry:
+        return []
+    next_attempt = timezone.now() + timedelta(seconds=delay)
+    for message in retry:
+        message.state = Message.State.QUEUED
+        message.attempts += 1
+        message.error = str(error)
+        message.error_status = _status_of(error)
+        message.claimed_at = None
+        message.next_attempt_at = next_attempt
+    Message.objects.bulk_update(
+        retry, ["state", "attempts", "error", "error_status", "claimed_at", "next_attempt_at"]
+    )
+    return retry
+
+
+def _status_of(error: BaseException | str) -> int | None:
+    status = getattr(error, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def claim_queued(message_ids: Sequence[int]) -> list[Message]:
+    """Claim queued messages for one worker: they become ``sending``, and no other worker gets
+    them. Uses ``SELECT ... FOR UPDATE SKIP LOCKED`` where the database has it (PostgreSQL);
+    elsewhere the state check in the UPDATE keeps two workers from sending the same row."""
+    now = timezone.now()
+    with transaction.atomic():
+        queryset = Message.objects.filter(pk__in=list(message_ids), state=Message.State.QUEUED)
+        if connection.features.has_select_for_update_skip_locked:
+            queryset = queryset.select_for_update(skip_locked=True)
+        ids = list(queryset.order_by("pk").values_list("pk", flat=True))
+        claimed = Message.objects.filter(pk__in=ids, state=Message.State.QUEUED).update(
+            state=Message.State.SENDING, claimed_at=now
+        )
+    if claimed != len(ids):  # lost a race on a database without SKIP LOCKED: re-read
+        return list(Message.objects.filter(pk__in=ids, state=Message.State.SENDING, claimed_at=now))
+    return list(Message.objects.filter(pk__in=ids).order_by("pk"))
+
+
+def stale_outbox(conf: PauboxSettings) -> tuple[list[int], list[int]]:
+    """Ids of messages a dead broker or worker left behind: (queued too long, claimed too long)."""
+    cutoff = timezone.now() - timedelta(seconds=conf.outbox_stale_seconds)
+    queued = Message.objects.filter(state=Message.State.QUEUED, next_attempt_at__lte=cutoff)
+    claimed = Message.objects.filter(state=Message.State.SENDING, claimed_at__lte=cutoff)
+    return (
+        list(queued.order_by("pk").values_list("pk", flat=True)),
+        list(claimed.order_by("pk").values_list("pk", flat=True)),
+    )
+
+
+def mark_enqueued(message_ids: Sequence[int]) -> None:
+    """Restart the staleness clock of queued messages just handed to the broker again."""
+    Message.objects.filter(pk__in=list(message_ids), state=Message.State.QUEUED).update(
+        next_attempt_at=timezone.now()
+    )
+
+
+def release_stale_claims(message_ids: Sequence[int], conf: PauboxSettings) -> list[int]:
+    """Settle messages whose worker died while sending them.
+
+    The send may or may not have reached Paubox, and Paubox has no idempotency key: by default
+    they are marked failed with that reason (at most once); with ``RESEND_AMBIGUOUS`` they go
+    back to the outbox (at least once). Returns the ids put back in the outbox.
+    """
+    rows = list(Message.objects.filter(pk__in=list(message_ids), state=Message.State.SENDING))
+    reason = "The worker stopped while sending; the message may or may not have reached Paubox"
+    if conf.resend_ambiguous:
+        return [m.pk for m in requeue(rows, reason, conf, delay=0)]
+    mark_failed(rows, reason + " (not resent: RESEND_AMBIGUOUS is off)", conf)
+    return []
+
+
+# --- Scheduled sends --------------------------------------------------------------------------
+#
+# A scheduled message is ``sent`` (Paubox accepted it and returned a tracking id) with
+# ``scheduled_at`` set; its ``sent_at`` is the scheduled time, so that receipt polling, the
+# dashboard and the monthly usage count it when Paubox sends it. Its deliveries stay ``queued``
+# until Paubox reports on them. A cancelled one is ``cancelled``, its deliveries ``failed``
+# (final: no late report can revive a message that will never be sent).
+
+#: Raw status kept on the deliveries of a cancelled scheduled send.
+CANCELLED_RAW_STATUS = "scheduled send cancelled"
+
+
+def mark_scheduled(
+    scheduled: Sequence[tuple[Message, str, datetime]],
+    conf: PauboxSettings,
+    *,
+    next_check_in: float = 60.0,
+) -> None:
+    """Record scheduled sends Paubox accepted: ``(row, tracking id, scheduled time)``.
+
+    Receipts are first asked for ``next_check_in`` seconds after the scheduled time: before
+    it Paubox has nothing to report.
+    """
+    _mark_accepted(scheduled, conf, next_check_in)
+
+
+def mark_rescheduled(message: Message, when: datetime, *, next_check_in: float = 60.0) -> None:
+    """Record that Paubox now sends ``message`` at ``when``."""
+    message.scheduled_at = when
+    message.sent_at = when
+    message.next_receipt_check_at = when + timedelta(seconds=next_check_in)
+    Message.objects.filter(pk=message.pk).update(
+        scheduled_at=when, sent_at=when, next_receipt_check_at=message.next_receipt_check_at
+    )
+
+
+def mark_cancelled(messages: Sequence[Message]) -> None:
+    """Record scheduled sends that Paubox will not send: ``cancelled``, deliveries ``failed``."""
+    if not messages:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        for message in messages:
+            message.state = Message.State.CANCELLED
+            message.status = Status.FAILED
+            message.next_receipt_check_at = None
+        Message.objects.bulk_update(list(messages), ["state", "status", "next_receipt_check_at"])
+        Delivery.objects.filter(message__in=[m.pk for m in messages]).exclude(
+            status=Status.FAILED
+        ).update(status=Status.FAILED, raw_status=CANCELLED_RAW_STATUS, updated_at=now)
