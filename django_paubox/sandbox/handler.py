@@ -31,7 +31,7 @@ from ..exceptions import SandboxAnswer
 from . import control_routes, messages, pages, schedule, templates
 from .core import Sandbox
 from .faults import Fault
-from .routing import ApiRequest, method_not_allowed, paubox_error, title_of
+from .routing import ApiRequest, bad_request, method_not_allowed, paubox_error, title_of
 
 logger = logging.getLogger("django_paubox.sandbox")
 
@@ -67,10 +67,6 @@ def root_url(host: str, port: int) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}/"
-
-
-class _UnreadableBody(ValueError):
-    """The request's framing (Content-Length, chunks) cannot be read: answer 400 and close."""
 
 
 class SandboxHandler(BaseHTTPRequestHandler):
@@ -133,12 +129,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self._send_json(answer.status, answer.body, answer.headers)
 
     def _read_body(self) -> bytes:
-        """The request body; :class:`_UnreadableBody` or a 413 answer when it cannot be taken."""
+        """The request body; a 400 (framing that cannot be read) or 413 answer if it cannot be
+        taken (the caller closes the connection: where the next request starts is unknown)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
         declared = (self.headers.get("Content-Length") or "0").strip()
         if not declared.isdigit() or not declared.isascii():
-            raise _UnreadableBody("Content-Length must be a non-negative integer")
+            raise bad_request("Content-Length must be a non-negative integer")
         length = int(declared)
         if length > MAX_BODY_BYTES:
             raise SandboxAnswer(413, paubox_error(413, "Payload Too Large", "Request too large"))
@@ -150,7 +147,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         while True:
             line = self.rfile.readline(65537).split(b";")[0].strip()
             if not _CHUNK_SIZE.fullmatch(line):
-                raise _UnreadableBody("Malformed chunked body: bad chunk size")
+                raise bad_request("Malformed chunked body: bad chunk size")
             size = int(line, 16)
             if size == 0:
                 while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
@@ -163,7 +160,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 )
             chunk = self.rfile.read(size)
             if len(chunk) < size or self.rfile.readline(3).strip():
-                raise _UnreadableBody("Malformed chunked body: chunk shorter than its size")
+                raise bad_request("Malformed chunked body: a chunk does not match its size")
             chunks.append(chunk)
 
     def _dispatch(self) -> None:
@@ -172,12 +169,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         try:
             body = self._read_body()
-        except _UnreadableBody as error:
+        except SandboxAnswer as answer:  # unreadable (400) or too large (413)
             self.close_connection = True  # where the next request starts is unknown
-            self._send_json(400, paubox_error(400, "Bad Request", str(error)))
-            return
-        except SandboxAnswer as answer:
-            self.close_connection = True
             self._send_answer(answer)
             return
         try:
