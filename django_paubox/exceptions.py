@@ -124,3 +124,25 @@ class HandlebarsSyntaxError(HandlebarsError):
 
 class HandlebarsUnsupported(HandlebarsError):
     """Valid Handlebars that uses something beyond the supported subset (a helper, partial...)."""
+
+
+class SandboxControlError(PauboxError, RuntimeError):
+    """The sandbox's control API refused a request (bad argument) or could not be reached.
+
+    Raised by :class:`django_paubox.sandbox.SandboxControl`; also importable from
+    ``django_paubox.sandbox`` and ``django_paubox.sandbox.control``.
+    """
+
+
+class SandboxAnswer(Exception):
+    """Raised inside a sandbox route to answer at once with ``status`` and a JSON ``body``.
+
+    Control flow of :mod:`django_paubox.sandbox` only: the sandbox's handler catches it and
+    writes the answer (a Paubox error body, usually); it never reaches the sandbox's callers.
+    """
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})

@@ -1,120 +1,27 @@
-"""The Paubox sandbox, exercised over real HTTP with ``requests``: auth, validation, bulk order,
-receipts, outcomes, faults, the control API, webhooks, the HTML page and the pytest fixture."""
+"""The Paubox sandbox's API, exercised over real HTTP with ``requests``: auth and routing
+(404s and 405s), sending and validation, request framing, receipts and simulated outcomes.
+
+Faults, the control API and webhooks, the server itself (pages, lifecycle, fixtures, command
+line), templates and the OpenAPI conformance tests have modules of their own
+(``test_sandbox_*.py``); the helpers they share are in ``sandbox_support``.
+"""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from django.conf import settings
-from django.test import override_settings
 
-from django_paubox.conf import get_settings
-from django_paubox.sandbox import (
-    SandboxControl,
-    SandboxControlError,
-    SandboxServer,
-)
-from django_paubox.sandbox import pytest_plugin as plugin
+from django_paubox.sandbox import SandboxServer
+from django_paubox.sandbox import messages as sandbox_messages
 from django_paubox.sandbox.outcomes import normalise_outcome
 
-ROOT = Path(__file__).resolve().parent.parent
-SPEC = ROOT.parent / "shared" / "paubox-openapi.json"
-KEY = plugin.SANDBOX_API_KEY
-ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-# -- helpers ---------------------------------------------------------------------------------
-def message(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "recipients": ["patient@example.com"],
-        "headers": {"from": "clinic@example.org", "subject": "Your appointment"},
-        "content": {"text/plain": "See you tomorrow."},
-    }
-    base.update(overrides)
-    return base
-
-
-class Api:
-    """Minimal Paubox calls through one pooled ``requests`` session."""
-
-    def __init__(self, server: SandboxServer, key: str | None = KEY, scheme: str = "Token") -> None:
-        self.server = server
-        self.session = requests.Session()
-        if key is not None:
-            auth = f"Token token={key}" if scheme == "Token" else f"Bearer {key}"
-            self.session.headers["Authorization"] = auth
-
-    def post(self, endpoint: str, body: Any, **kwargs: Any) -> requests.Response:
-        if isinstance(body, (dict, list)):
-            kwargs["json"] = body
-        else:
-            kwargs["data"] = body
-        kwargs.setdefault("timeout", 5)
-        return self.session.post(f"{self.server.base_url}/{endpoint}", **kwargs)
-
-    def send(self, msg: dict[str, Any] | None = None, **kwargs: Any) -> requests.Response:
-        return self.post("messages", {"data": {"message": msg or message()}}, **kwargs)
-
-    def send_ok(self, msg: dict[str, Any] | None = None) -> str:
-        response = self.send(msg)
-        assert response.status_code == 200, response.text
-        return str(response.json()["sourceTrackingId"])
-
-    def receipt(self, tracking_id: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", 5)
-        return self.session.get(
-            f"{self.server.base_url}/message_receipt",
-            params={"sourceTrackingId": tracking_id},
-            **kwargs,
-        )
-
-    def statuses(self, tracking_id: str) -> dict[str, dict[str, Any]]:
-        response = self.receipt(tracking_id)
-        assert response.status_code == 200, response.text
-        deliveries = response.json()["data"]["message"]["message_deliveries"]
-        return {d["recipient"]: d["status"] for d in deliveries}
-
-
-def http(method: str, url: str, **kwargs: Any) -> requests.Response:
-    timeout = kwargs.pop("timeout", 5)
-    return requests.request(method, url, timeout=timeout, **kwargs)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-def error_details(response: requests.Response) -> list[str]:
-    body = response.json()
-    assert set(body) == {"errors"}, body
-    for error in body["errors"]:
-        assert set(error) == {"code", "title", "details"}
-        assert error["code"] == response.status_code
-    return [e["details"] for e in body["errors"]]
+from .sandbox_support import KEY, Api, error_details, http, message, wait_for
 
 
 @pytest.fixture
@@ -127,41 +34,6 @@ def own_server() -> Iterator[SandboxServer]:
     """A separate sandbox accepting any key and username."""
     with SandboxServer(processing_seconds=0) as server:
         yield server
-
-
-class Receiver:
-    """A tiny local webhook receiver recording every POSTed JSON body."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.status = status
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                outer.events.append(json.loads(self.rfile.read(length)))
-                self.send_response(outer.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/paubox/webhook/secret/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 # -- auth and routing ------------------------------------------------------------------------
@@ -227,8 +99,10 @@ def test_any_key_and_username_when_not_configured(own_server):
         ("POST", "v1/messages"),  # no username: a wrong base path
         ("POST", "v2/sandbox-user/messages"),
         ("POST", "v1/sandbox-user/nothing"),
-        ("GET", "v1/sandbox-user/messages"),
-        ("POST", "v1/sandbox-user/message_receipt"),
+        ("POST", "v1/sandbox-user/messages/extra"),
+        ("GET", "v1/sandbox-user/dynamic_templates/1/extra"),
+        ("GET", "v1/sandbox-user/message_receipt/"),
+        ("TRACE", "v1/sandbox-user/nothing"),
         ("GET", "api/v1/sandbox-user/message_receipt"),
     ],
 )
@@ -242,6 +116,48 @@ def test_unknown_paths_get_the_gateways_html_404(paubox_sandbox, method, path):
     assert response.status_code == 404
     assert response.headers["Content-Type"].startswith("text/html")
     assert "404 Not Found" in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("TRACE", "/messages", "POST"),
+        ("OPTIONS", "/messages", "POST"),
+        ("PUT", "/messages", "POST"),
+        ("GET", "/messages", "POST"),
+        ("DELETE", "/bulk_messages", "POST"),
+        ("POST", "/message_receipt", "GET"),
+        ("PATCH", "/message_receipt", "GET"),
+        ("PUT", "/dynamic_templates", "GET, POST"),
+        ("POST", "/dynamic_templates/template_1", "DELETE, GET, PATCH"),
+        ("OPTIONS", "/dynamic_templates/1", "DELETE, GET, PATCH"),
+        ("GET", "/templated_messages", "POST"),
+        ("DELETE", "/schedule", "GET, POST"),
+        ("PUT", "/schedule/some-id", "GET, PATCH"),
+        ("GET", "/schedule/some-id/cancel", "POST"),
+    ],
+)
+def test_a_method_paubox_does_not_define_is_405_with_allow(paubox_sandbox, method, path, allow):
+    response = http(
+        method,
+        paubox_sandbox.base_url + path,
+        json={"data": {"message": message()}},
+        headers={"Authorization": f"Token token={KEY}"},
+    )
+    assert response.status_code == 405
+    assert response.headers["Allow"] == allow
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert error_details(response) == [f"{method} is not allowed here; use {allow}"]
+    assert response.json()["errors"][0]["title"] == "Method Not Allowed"
+    assert paubox_sandbox.messages == []
+    assert paubox_sandbox.requests == [(method, "/v1/sandbox-user" + path)]
+
+
+def test_405_comes_before_auth_and_faults(paubox_sandbox):
+    paubox_sandbox.fail_next(503)
+    response = http("TRACE", paubox_sandbox.base_url + "/messages")  # no credentials
+    assert (response.status_code, response.headers["Allow"]) == (405, "POST")
+    assert Api(paubox_sandbox).send().status_code == 503  # the fault is still queued
 
 
 # -- sending and validation ------------------------------------------------------------------
@@ -291,6 +207,9 @@ INVALID = [
     ({"data": {"message": message(recipients=[])}}, "recipients must be a non-empty list"),
     ({"data": {"message": message(recipients=["not an address"])}}, "recipients[0] is not a valid"),
     ({"data": {"message": message(cc=["ok@example.com", "bad"])}}, "cc[1] is not a valid"),
+    ({"data": {"message": message(cc=None)}}, "cc must be a list of addresses"),
+    ({"data": {"message": message(bcc=None)}}, "bcc must be a list of addresses"),
+    ({"data": {"message": message(attachments=None)}}, "attachments must be a list"),
     ({"data": {"message": message(headers={"subject": "s"})}}, "headers.from is missing"),
     (
         {"data": {"message": message(headers={"from": "a@example.org"})}},
@@ -422,13 +341,53 @@ def test_oversized_body_is_413_and_closes(paubox_sandbox):
     assert b"Connection: close" in answer
 
 
-def test_a_sandbox_bug_answers_500_not_a_dropped_connection(api, monkeypatch, caplog):
-    from django_paubox.sandbox import handler
+def exchange(sandbox: SandboxServer, raw: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send ``raw`` bytes as one request; (status line, headers, body) of the answer."""
+    with socket.create_connection((sandbox.host, sandbox.port), timeout=5) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return status, headers, body
 
+
+@pytest.mark.parametrize(
+    ("framing", "body", "detail"),
+    [
+        ("Transfer-Encoding: chunked", b"zz\r\n{}\r\n0\r\n\r\n", "bad chunk size"),
+        ("Transfer-Encoding: chunked", b"-2\r\n{}\r\n0\r\n\r\n", "bad chunk size"),
+        ("Transfer-Encoding: chunked", b"2\r\n{}xx\r\n0\r\n\r\n", "does not match its size"),
+        ("Content-Length: abc", b"", "Content-Length must be"),
+        ("Content-Length: -1", b"", "Content-Length must be"),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_400_and_closes(paubox_sandbox, framing, body, detail):
+    status, headers, answer = exchange(
+        paubox_sandbox,
+        b"POST /v1/sandbox-user/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Token token="
+        + KEY.encode()
+        + b"\r\nContent-Type: application/json\r\n"
+        + framing.encode()
+        + b"\r\n\r\n"
+        + body,
+    )
+    assert status.startswith("HTTP/1.1 400 ")
+    assert headers["Connection"] == "close"
+    assert headers["Content-Type"].startswith("application/json")
+    [error] = json.loads(answer)["errors"]
+    assert (error["code"], error["title"]) == (400, "Bad Request")
+    assert detail in error["details"]
+    assert paubox_sandbox.messages == []
+
+
+def test_a_sandbox_bug_answers_500_not_a_dropped_connection(api, monkeypatch, caplog):
     def broken(message: Any) -> list[str]:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(handler, "validate_message", broken)
+    monkeypatch.setattr(sandbox_messages, "validate_message", broken)
     with caplog.at_level("ERROR", logger="django_paubox.sandbox"):
         response = api.send()
     assert response.status_code == 500
@@ -612,664 +571,3 @@ def test_outcome_names_normalise():
     assert normalise_outcome("Soft-Bounced") == "soft_bounced"
     assert normalise_outcome("open") == "opened"
     assert normalise_outcome("TLS not offered, sending via Secure Portal") == "notls"
-
-
-# -- faults ----------------------------------------------------------------------------------
-def test_fail_next_503_in_paubox_shape_then_recovers(api, paubox_sandbox):
-    paubox_sandbox.fail_next()
-    failed = api.send()
-    assert failed.status_code == 503
-    assert failed.json()["errors"][0]["code"] == 503
-    assert paubox_sandbox.messages == []
-    assert api.send().status_code == 200
-    assert len(paubox_sandbox.requests) == 2
-
-
-def test_fail_next_429_count_and_custom_body(api, paubox_sandbox):
-    paubox_sandbox.fail_next(429, count=2, headers={"Retry-After": "1"})
-    paubox_sandbox.fail_next(502, body="<html><body>Bad gateway</body></html>")
-    paubox_sandbox.fail_next(500, body={"error": "boom"})
-    first, second = api.send(), api.send()
-    assert [first.status_code, second.status_code] == [429, 429]
-    assert error_details(first) == ["rate limit exceeded"]
-    assert first.headers["Retry-After"] == "1"
-    html = api.send()
-    assert html.status_code == 502
-    assert html.headers["Content-Type"].startswith("text/html")
-    assert "Bad gateway" in html.text
-    other = api.send()
-    assert (other.status_code, other.json()) == (500, {"error": "boom"})
-    assert api.send().status_code == 200
-
-
-def test_faults_can_target_one_endpoint(api, paubox_sandbox):
-    paubox_sandbox.fail_next(503, endpoint="message_receipt")
-    tracking_id = api.send_ok()
-    assert api.receipt(tracking_id).status_code == 503
-    assert api.receipt(tracking_id).status_code == 200
-    with pytest.raises(ValueError):
-        paubox_sandbox.fail_next(503, endpoint="nowhere")
-    with pytest.raises(ValueError):
-        paubox_sandbox.fail_next(200)
-
-
-def test_faults_apply_to_bulk_too(api, paubox_sandbox):
-    paubox_sandbox.fail_next(504)
-    response = api.post("bulk_messages", {"data": {"messages": [message()]}})
-    assert response.status_code == 504
-
-
-def test_timeout_holds_the_answer_past_the_read_timeout(api, paubox_sandbox):
-    paubox_sandbox.fail_next_with("timeout")
-    started = time.monotonic()
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        api.send(timeout=(2, 0.3))
-    assert time.monotonic() - started < 2
-    # The send itself was processed: the client cannot know, which is the point.
-    assert len(paubox_sandbox.messages) == 1
-    assert api.send().status_code == 200
-
-
-def test_timeout_hold_is_released_by_reset(api, paubox_sandbox):
-    paubox_sandbox.fail_next_with("timeout")
-    result: dict[str, Any] = {}
-
-    def call() -> None:
-        started = time.monotonic()
-        response = Api(paubox_sandbox).send(timeout=10)
-        result["status"] = response.status_code
-        result["elapsed"] = time.monotonic() - started
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    wait_for(lambda: paubox_sandbox.messages)
-    time.sleep(0.1)
-    assert thread.is_alive()
-    paubox_sandbox.reset()
-    thread.join(5)
-    assert result["status"] == 200
-    assert result["elapsed"] < 5
-
-
-def test_drop_closes_the_connection_without_answer(api, paubox_sandbox):
-    paubox_sandbox.fail_next_with("drop")
-    with pytest.raises(requests.exceptions.ConnectionError):
-        api.send()
-    assert paubox_sandbox.messages == []
-    assert len(paubox_sandbox.requests) == 1
-    assert api.send().status_code == 200  # a new connection works
-
-
-def test_html404_fault(api, paubox_sandbox):
-    paubox_sandbox.fail_next_with("html404", endpoint="messages")
-    response = api.send()
-    assert response.status_code == 404
-    assert "404 Not Found" in response.text
-    with pytest.raises(ValueError):
-        paubox_sandbox.fail_next_with("status")
-
-
-def test_fault_rates_are_seeded_and_cover_each_kind(paubox_sandbox):
-    paubox_sandbox.set_fault_rates(server_error=1.0)
-    api = Api(paubox_sandbox)
-    assert {api.send().status_code for _ in range(8)} <= {500, 502, 503, 504}
-    paubox_sandbox.set_fault_rates(rate_limit=1.0)
-    assert api.send().status_code == 429
-    paubox_sandbox.set_fault_rates(drop=1.0)
-    with pytest.raises(requests.exceptions.ConnectionError):
-        api.send()
-    paubox_sandbox.timeout_hold_seconds = 1
-    paubox_sandbox.set_fault_rates(timeout=1.0)
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        api.send(timeout=(2, 0.2))
-
-    def outcomes(seed: int) -> list[int]:
-        paubox_sandbox.set_fault_rates(server_error=0.3, rate_limit=0.2, seed=seed)
-        return [Api(paubox_sandbox).receipt("x").status_code for _ in range(30)]
-
-    first = outcomes(7)
-    assert first == outcomes(7)
-    assert {404, 429} <= set(first)
-    assert set(first) & {500, 502, 503, 504}
-    with pytest.raises(ValueError):
-        paubox_sandbox.set_fault_rates(server_error=0.8, drop=0.5)
-    paubox_sandbox.set_fault_rates()
-    assert api.send().status_code == 200
-
-
-def test_latency_sleeps_per_request_without_blocking_others(paubox_sandbox):
-    paubox_sandbox.set_latency(0.3)
-    started = time.monotonic()
-    with ThreadPoolExecutor(4) as pool:
-        codes = list(pool.map(lambda _: Api(paubox_sandbox).send().status_code, range(4)))
-    elapsed = time.monotonic() - started
-    assert codes == [200] * 4
-    assert 0.3 <= elapsed < 0.9  # in parallel, not 4 x 0.3 s
-    paubox_sandbox.reset()
-    started = time.monotonic()
-    Api(paubox_sandbox).send()
-    assert time.monotonic() - started < 0.25
-
-
-def test_keep_alive_answers_do_not_stall(api, paubox_sandbox):
-    tracking_id = api.send_ok()
-    started = time.monotonic()
-    for _ in range(50):
-        assert api.receipt(tracking_id).status_code == 200
-    # A delayed-ACK stall would cost ~40 ms per answer (2 s here).
-    assert time.monotonic() - started < 1.0
-
-
-# -- control API -----------------------------------------------------------------------------
-def test_control_api_mirrors_the_python_api(api, paubox_sandbox):
-    control = SandboxControl(paubox_sandbox.url).wait_until_up()
-    assert control.root == paubox_sandbox.root_url.rstrip("/")
-    config = control.config()
-    assert config["api_key_required"] is True
-    assert KEY not in json.dumps(config)
-    control.processing_seconds = 0
-    assert paubox_sandbox.processing_seconds == 0
-    assert control.processing_seconds == 0
-    control.set_outcome("who@example.com", "hard_bounced")
-    tracking_id = api.send_ok(message(recipients=["who@example.com"]))
-    assert api.statuses(tracking_id)["who@example.com"]["deliveryStatus"] == "hard bounced"
-    [captured] = control.messages
-    assert captured.tracking_id == tracking_id
-    assert captured.message == paubox_sandbox.last_message.message
-    assert captured.received_at == paubox_sandbox.last_message.received_at
-    assert control.last_message.tracking_id == tracking_id
-    assert control.get_message(tracking_id).recipients == ["who@example.com"]
-    assert control.get_message("nope") is None
-    assert control.requests == paubox_sandbox.requests
-    assert len(control.requests) == 2  # control calls are not counted
-
-    control.fail_next(503, count=2)
-    assert [api.send().status_code for _ in range(3)] == [503, 503, 200]
-    control.fail_next(429, endpoint="message_receipt")
-    assert api.receipt(tracking_id).status_code == 429
-    control.fail_next_with("drop")
-    with pytest.raises(requests.exceptions.ConnectionError):
-        api.send()
-    control.set_fault_rates(rate_limit=1.0, seed=1)
-    assert api.send().status_code == 429
-    control.set_fault_rates()
-    control.set_latency(0.2)
-    started = time.monotonic()
-    api.send()
-    assert time.monotonic() - started >= 0.2
-    control.set_latency(0)
-
-    control.processing_seconds = 60
-    pending = api.send_ok()
-    control.finish_processing()
-    assert api.statuses(pending)["patient@example.com"]["deliveryStatus"] == "delivered"
-    control.webhook_url = "http://127.0.0.1:9/hook"
-    assert paubox_sandbox.webhook_url == "http://127.0.0.1:9/hook"
-    control.webhook_url = None
-    control.set_timeout_hold(2.5)
-    assert paubox_sandbox.timeout_hold_seconds == 2.5
-
-    control.reset()
-    assert control.messages == [] and paubox_sandbox.requests == []
-    with pytest.raises(SandboxControlError, match="HTTP 400"):
-        control.fail_next_with("meteor")
-    with pytest.raises(SandboxControlError, match="HTTP 400"):
-        control.set_outcome("a@example.com", "lost")
-    with pytest.raises(ValueError):
-        SandboxControl("not a url")
-
-
-def test_control_api_raw_routes(paubox_sandbox, api):
-    root = paubox_sandbox.root_url + "_sandbox/"
-    assert http("GET", root + "health").json() == {"ok": True}
-    assert http("GET", root + "nothing").status_code == 404
-    assert http("POST", root + "faults", data="[]").status_code == 400
-    assert http("PUT", root + "reset").status_code == 405
-    ok = http(
-        "POST",
-        root + "outcomes",
-        json={"outcomes": {"a@example.com": "soft", "b@example.com": "open"}},
-    )
-    assert ok.status_code == 200
-    paubox_sandbox.processing_seconds = 0
-    tracking_id = api.send_ok(message(recipients=["a@example.com"]))
-    detail = http("GET", root + "messages/" + tracking_id).json()
-    assert detail["message"]["tracking_id"] == tracking_id
-    status = detail["receipt"]["data"]["message"]["message_deliveries"][0]["status"]
-    assert status["deliveryStatus"] == "soft bounced"
-    assert http("POST", root + "faults", json={"fail_next": {"status": 500}, "clear": True}).ok
-    assert api.send().status_code == 500
-
-
-def test_control_unreachable_raises():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    control = SandboxControl(f"http://127.0.0.1:{port}/v1/", timeout=1)
-    with pytest.raises(SandboxControlError):
-        control.wait_until_up(timeout=0.2)
-
-
-# -- webhooks --------------------------------------------------------------------------------
-def test_webhooks_fire_paubox_shaped_events(api, paubox_sandbox, receiver):
-    paubox_sandbox.processing_seconds = 0.05
-    paubox_sandbox.webhook_url = receiver.url
-    sent = {
-        local: api.send_ok(
-            message(
-                recipients=[f"{local}@example.com"],
-                headers={"from": "Clinic <clinic@example.org>", "subject": "Hi", "X-Ref": "7"},
-            )
-        )
-        for local in ("someone", "bounce", "soft", "full", "open", "notls", "error")
-    }
-    events = wait_for(lambda: len(receiver.events) >= 7 and receiver.events)
-    time.sleep(0.1)  # nothing more is due
-    events = receiver.events
-    by_name: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        assert set(event) == {"event_name", "payload"}
-        by_name.setdefault(event["event_name"], []).append(event["payload"])
-    assert sorted((name, len(v)) for name, v in by_name.items()) == [
-        ("api_mail_log_delivered", 3),
-        ("api_mail_log_opened", 1),
-        ("api_mail_log_permanent_failure", 1),
-        ("api_mail_log_temporary_failure", 2),
-    ]
-    payloads = [e["payload"] for e in events]
-    ids = [p["id"] for p in payloads]
-    assert all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids)
-    for payload in payloads:
-        assert set(payload) == {
-            "id",
-            "subject",
-            "header_message_id",
-            "source_tracking_id",
-            "outbound_queue_id",
-            "time",
-            "from",
-            "to",
-            "custom_headers",
-        }
-        assert ISO_Z.match(payload["time"])
-        assert payload["from"] == "clinic@example.org"
-        assert payload["subject"] == "Hi"
-        assert payload["custom_headers"] == {"X-Ref": "7"}
-        local = payload["to"].split("@")[0]
-        assert payload["source_tracking_id"] == sent[local]
-        receipt_id = api.receipt(sent[local]).json()["data"]["message"]["id"]
-        assert payload["header_message_id"] == receipt_id
-    assert by_name["api_mail_log_permanent_failure"][0]["to"] == "bounce@example.com"
-    opened = by_name["api_mail_log_opened"][0]
-    delivered_open = next(p for p in by_name["api_mail_log_delivered"] if p["to"] == opened["to"])
-    assert opened["time"] >= delivered_open["time"]
-    assert len(paubox_sandbox.webhook_attempts) == 7
-    assert {a["status"] for a in paubox_sandbox.webhook_attempts} == {200}
-    # One scheduler thread, not a thread per message.
-    names = [t.name for t in threading.enumerate()]
-    assert names.count("paubox-sandbox-webhooks") <= 2
-
-
-def test_webhook_arrives_after_the_receipt_is_final(api, paubox_sandbox, receiver):
-    paubox_sandbox.processing_seconds = 0.1
-    paubox_sandbox.webhook_url = receiver.url
-    tracking_id = api.send_ok(message(recipients=["bounce@example.com"]))
-    [event] = wait_for(lambda: receiver.events)
-    assert event["payload"]["source_tracking_id"] == tracking_id
-    assert api.statuses(tracking_id)["bounce@example.com"]["deliveryStatus"] == "hard bounced"
-
-
-def test_failed_webhooks_are_logged_and_not_retried(api, paubox_sandbox, caplog):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    paubox_sandbox.processing_seconds = 0
-    paubox_sandbox.webhook_url = f"http://127.0.0.1:{port}/hook"
-    with caplog.at_level("WARNING", logger="django_paubox.sandbox"):
-        tracking_id = api.send_ok()
-        [attempt] = wait_for(lambda: paubox_sandbox.webhook_attempts)
-    assert attempt["source_tracking_id"] == tracking_id
-    assert "error" in attempt and "status" not in attempt
-    time.sleep(0.2)
-    assert len(paubox_sandbox.webhook_attempts) == 1
-    assert "not retried" in caplog.text
-    assert "Your appointment" not in caplog.text
-
-
-def test_webhook_error_status_is_recorded(api, paubox_sandbox):
-    bad = Receiver(status=500)
-    try:
-        paubox_sandbox.processing_seconds = 0
-        paubox_sandbox.webhook_url = bad.url
-        api.send_ok()
-        [attempt] = wait_for(lambda: paubox_sandbox.webhook_attempts)
-        assert attempt["status"] == 500
-        assert len(bad.events) == 1
-    finally:
-        bad.close()
-
-
-def test_no_webhooks_without_url_and_none_after_reset(api, paubox_sandbox, receiver):
-    paubox_sandbox.processing_seconds = 0.3
-    api.send_ok()
-    paubox_sandbox.reset()
-    paubox_sandbox.webhook_url = receiver.url
-    time.sleep(0.45)
-    assert receiver.events == []
-
-
-def test_webhooks_from_constructor_url(receiver):
-    with SandboxServer(processing_seconds=0, webhook_url=receiver.url) as server:
-        Api(server, key="k").send_ok()
-        [event] = wait_for(lambda: receiver.events)
-    assert event["event_name"] == "api_mail_log_delivered"
-
-
-# -- HTML page -------------------------------------------------------------------------------
-def test_html_page_lists_messages_newest_first_escaped(api, paubox_sandbox):
-    api.send_ok(message(headers={"from": "a@example.org", "subject": "first"}))
-    second = api.send_ok(
-        message(headers={"from": "a@example.org", "subject": "<script>alert(1)</script>"})
-    )
-    page = http("GET", paubox_sandbox.root_url)
-    assert page.status_code == 200
-    assert page.headers["Content-Type"].startswith("text/html")
-    assert "<script>" not in page.text
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
-    assert page.text.index(second) < page.text.index("first")
-    assert "processing" in page.text
-    assert "patient@example.com" in page.text
-    assert "http://" not in page.text.replace(paubox_sandbox.url, "")  # no external assets
-    assert paubox_sandbox.requests == [("POST", "/v1/sandbox-user/messages")] * 2
-
-
-def test_html_detail_shows_text_and_decoded_html(api, paubox_sandbox):
-    html_part = "<h1>Hello <em>Pat</em></h1>"
-    tracking_id = api.send_ok(
-        message(
-            content={
-                "text/plain": "Plain & simple",
-                "text/html": base64.b64encode(html_part.encode()).decode(),
-            },
-            attachments=[
-                {"fileName": "r.pdf", "contentType": "application/pdf", "content": "JVBERg=="}
-            ],
-        )
-    )
-    page = http("GET", paubox_sandbox.root_url + "message/" + tracking_id)
-    assert page.status_code == 200
-    assert "Plain &amp; simple" in page.text
-    assert "&lt;h1&gt;Hello &lt;em&gt;Pat&lt;/em&gt;&lt;/h1&gt;" in page.text
-    assert "<em>" not in page.text
-    assert "r.pdf" in page.text and "4 bytes" in page.text
-    assert http("GET", paubox_sandbox.root_url + "message/unknown").status_code == 404
-
-
-def test_html_decoding_of_escaped_and_plain_html():
-    from django_paubox.sandbox.pages import decoded_html
-
-    assert decoded_html("&lt;p&gt;hi&lt;/p&gt;") == "<p>hi</p>"
-    assert decoded_html("<p>hi</p>") == "<p>hi</p>"
-    assert decoded_html("plain words") == "plain words"
-
-
-# -- lifecycle -------------------------------------------------------------------------------
-def test_stop_closes_idle_keep_alive_connections_and_the_port():
-    server = SandboxServer(api_key="k", processing_seconds=0).start()
-    session = requests.Session()
-    session.headers["Authorization"] = "Token token=k"
-    response = session.post(server.base_url + "/messages", json={"data": {"message": message()}})
-    assert response.status_code == 200
-    held = SandboxServer(processing_seconds=0).start()
-    held.fail_next_with("timeout")
-    result: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            Api(held, key="k").send(timeout=10)
-        except requests.RequestException as error:
-            result["error"] = error
-        else:
-            result["ok"] = True
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    wait_for(lambda: held.messages)
-    started = time.monotonic()
-    held.stop()
-    server.stop()
-    server.stop()  # idempotent
-    thread.join(5)
-    assert time.monotonic() - started < 3
-    assert not thread.is_alive()
-    with pytest.raises(requests.exceptions.ConnectionError):
-        session.post(server.base_url + "/messages", json={"data": {"message": message()}})
-    with pytest.raises(RuntimeError):
-        server.start()
-
-
-def test_urls_and_describe(own_server):
-    assert own_server.url == f"http://127.0.0.1:{own_server.port}/v1/"
-    assert own_server.base_url == own_server.url + "sandbox"
-    assert "api_key" not in own_server.describe()
-    assert repr(own_server) == f"<SandboxServer {own_server.url}>"
-
-
-def test_ipv6_loopback():
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    try:
-        server = SandboxServer(host="::1", processing_seconds=0)
-    except OSError:
-        pytest.skip("no IPv6 loopback")
-    with server:
-        assert server.url.startswith("http://[::1]:")
-        assert Api(server, key="k").send().status_code == 200
-
-
-# -- the pytest fixture ----------------------------------------------------------------------
-def test_fixture_points_settings_at_the_sandbox(paubox_sandbox):
-    assert settings.PAUBOX["API_URL"] == paubox_sandbox.url
-    conf = get_settings()
-    assert conf.base_url == paubox_sandbox.base_url
-    assert conf.api_key == paubox_sandbox.api_key
-    assert paubox_sandbox.processing_seconds == plugin.DEFAULT_PROCESSING_SECONDS
-    assert paubox_sandbox.messages == [] and paubox_sandbox.requests == []
-
-
-def test_fixture_settings_keep_other_keys_and_restore(paubox_sandbox_server):
-    with override_settings(PAUBOX={"API_KEY": "real", "BATCH_SIZE": 7, "API_URL": "https://x/v1/"}):
-        with plugin.sandbox_settings(paubox_sandbox_server):
-            assert settings.PAUBOX["BATCH_SIZE"] == 7
-            assert settings.PAUBOX["API_URL"] == paubox_sandbox_server.url
-            assert settings.PAUBOX["API_KEY"] == plugin.SANDBOX_API_KEY
-            assert settings.PAUBOX["API_USERNAME"] == plugin.SANDBOX_API_USERNAME
-        assert settings.PAUBOX == {"API_KEY": "real", "BATCH_SIZE": 7, "API_URL": "https://x/v1/"}
-
-
-def test_fixture_restores_credentials_changed_by_a_test_part_1(paubox_sandbox):
-    paubox_sandbox.api_key = None
-    paubox_sandbox.set_latency(5)
-    paubox_sandbox.processing_seconds = 9
-
-
-def test_fixture_restores_credentials_changed_by_a_test_part_2(paubox_sandbox):
-    assert paubox_sandbox.api_key == plugin.SANDBOX_API_KEY
-    assert paubox_sandbox.faults.latency == 0
-    assert paubox_sandbox.processing_seconds == plugin.DEFAULT_PROCESSING_SECONDS
-
-
-def _run_python(code: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-def test_sandbox_and_plugin_import_without_a_django_project():
-    # The sandbox imports django_paubox.exceptions (whose PauboxConfigError is Django's
-    # ImproperlyConfigured), but no settings, apps, ORM or mail machinery.
-    code = (
-        "import sys; import django_paubox.sandbox, django_paubox.sandbox.pytest_plugin, "
-        "django_paubox.sandbox.cli; "
-        "heavy = ('django.apps', 'django.conf', 'django.db', 'django.core.mail', "
-        "'django.template', 'django.http'); "
-        "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
-    )
-    assert _run_python(code) == "[]"
-
-
-# -- command line ----------------------------------------------------------------------------
-def _start(
-    args: list[str], env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], list[str]]:
-    process = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-    )
-    lines: list[str] = []
-    assert process.stdout is not None
-    while True:
-        line = process.stdout.readline()
-        if not line:
-            process.wait(5)
-            raise AssertionError(
-                "exited early: " + (process.stderr.read() if process.stderr else "")
-            )
-        lines.append(line)
-        if line.startswith("Press Ctrl-C"):
-            return process, lines
-
-
-def _api_url(lines: list[str]) -> str:
-    return next(line.split(" = ", 1)[1].strip() for line in lines if line.startswith("API_URL = "))
-
-
-def test_command_line_runs_and_stops_cleanly():
-    process, lines = _start(
-        [
-            "-m",
-            "django_paubox.sandbox",
-            "--port",
-            "0",
-            "--api-key",
-            "cli-secret-key",
-            "--api-username",
-            "cli-user",
-            "--processing-seconds",
-            "0",
-            "--latency-ms",
-            "1",
-        ]
-    )
-    try:
-        url = _api_url(lines)
-        assert "cli-secret-key" not in "".join(lines)
-        ok = http(
-            "POST",
-            url + "cli-user/messages",
-            json={"data": {"message": message()}},
-            headers={"Authorization": "Token token=cli-secret-key"},
-            timeout=5,
-        )
-        assert ok.status_code == 200
-        control = SandboxControl(url)
-        assert control.config()["processing_seconds"] == 0
-        assert control.config()["latency"] == 0.001
-        assert control.last_message.tracking_id == ok.json()["sourceTrackingId"]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
-    assert process.returncode == 0
-    assert "stopped" in out
-    assert "POST /v1/cli-user/messages 200" in err
-    assert "cli-secret-key" not in out + err
-
-
-def test_command_line_rejects_bad_fault_rates():
-    done = subprocess.run(
-        [sys.executable, "-m", "django_paubox.sandbox", "--port", "0", "--error-rate", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=30,
-    )
-    assert done.returncode == 1
-    assert "Fault rates" in done.stderr
-
-
-def test_management_command_defaults_credentials_from_settings():
-    process, lines = _start(
-        ["-m", "django", "paubox_sandbox", "--port", "0", "--processing-seconds", "0", "--quiet"],
-        env={"DJANGO_SETTINGS_MODULE": "tests.settings"},
-    )
-    try:
-        url = _api_url(lines)
-        text = "".join(lines)
-        assert "test-key" not in text  # tests/settings.py's API_KEY is never printed
-        assert '"API_USERNAME": "test-user"' in text
-        wrong = http(
-            "POST",
-            url + "test-user/messages",
-            json={"data": {"message": message()}},
-            headers={"Authorization": "Token token=other"},
-            timeout=5,
-        )
-        assert wrong.status_code == 401
-        right = http(
-            "POST",
-            url + "test-user/messages",
-            json={"data": {"message": message()}},
-            headers={"Authorization": "Token token=test-key"},
-            timeout=5,
-        )
-        assert right.status_code == 200
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
-    assert process.returncode == 0
-    assert "test-key" not in out + err
-
-
-# -- Paubox's own OpenAPI spec ---------------------------------------------------------------
-@pytest.fixture(scope="module")
-def spec_validator() -> Callable[[str, Any], None]:
-    if not SPEC.exists():
-        pytest.skip("shared/paubox-openapi.json is not present")
-    jsonschema = pytest.importorskip("jsonschema")
-    spec = json.loads(SPEC.read_text())
-
-    def validate(schema_name: str, instance: Any) -> None:
-        schema = {"$ref": f"#/components/schemas/{schema_name}", "components": spec["components"]}
-        jsonschema.Draft7Validator(schema).validate(instance)
-
-    return validate
-
-
-def test_answers_match_paubox_openapi_spec(api, paubox_sandbox, spec_validator):
-    paubox_sandbox.processing_seconds = 0
-    sent = api.send(message(headers={"from": "a@example.org", "subject": "s", "X-A": "b"}))
-    spec_validator("SingleSendResponse", sent.json())
-    bulk = api.post("bulk_messages", {"data": {"messages": [message(), message()]}})
-    spec_validator("BulkSendResponse", bulk.json())
-    spec_validator("ErrorResponse", api.send(message(recipients=[])).json())
-    spec_validator("MessageReceiptErrorResponse", api.receipt("missing").json())
-    for local in [*FINAL, "processing"]:
-        if local == "processing":
-            paubox_sandbox.processing_seconds = 60
-        tracking_id = api.send_ok(message(recipients=[f"{local}@example.com"]))
-        spec_validator("MessageReceiptResponse", api.receipt(tracking_id).json())
-    multi = api.send_ok(message(recipients=["a@example.com", "open@example.com"]))
-    spec_validator("MessageReceiptResponse", api.receipt(multi).json())

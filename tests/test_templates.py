@@ -258,11 +258,11 @@ def test_requests_are_multipart_with_a_hbs_file(paubox_sandbox):
     assert prepared.headers["Content-Type"].startswith("multipart/form-data; boundary=")
     form = parse_form(prepared.body, prepared.headers["Content-Type"])  # type: ignore[arg-type]
     assert form == {"data[name]": b"x", "data[body]": b"{{a}}"}
-    # The list is a bare array of templates with integer ids.
+    # The list is {"templates": [...]} with string ids (Paubox's OpenAPI file).
     assert session.send(prepared).status_code == 200
     answer = session.get(url)
-    assert answer.status_code == 200 and isinstance(answer.json(), list)
-    assert answer.json()[0]["id"] == 1
+    assert answer.status_code == 200 and isinstance(answer.json()["templates"], list)
+    assert answer.json()["templates"][0]["id"] == "template_1"
 
 
 @pytest.mark.parametrize(
@@ -357,14 +357,18 @@ def test_sandbox_validates_templated_requests(paubox_sandbox, data, detail):
 def test_unknown_template_paths_are_the_gateways_404(paubox_sandbox):
     auth = {"Authorization": f"Token token={paubox_sandbox.api_key}"}
     for method, path in [
-        ("PUT", "/dynamic_templates/1"),
-        ("POST", "/dynamic_templates/1"),
         ("GET", "/dynamic_templates/1/extra"),
-        ("GET", "/templated_messages"),
         ("POST", "/messages/extra"),
     ]:
         answer = requests.request(method, paubox_sandbox.base_url + path, headers=auth, timeout=5)
         assert answer.status_code == 404 and answer.text.lstrip().startswith("<"), (method, path)
+    for method, path in [  # a path Paubox has, with a method it does not define there
+        ("PUT", "/dynamic_templates/1"),
+        ("POST", "/dynamic_templates/1"),
+        ("GET", "/templated_messages"),
+    ]:
+        answer = requests.request(method, paubox_sandbox.base_url + path, headers=auth, timeout=5)
+        assert answer.status_code == 405 and "Allow" in answer.headers, (method, path)
     answer = requests.get(
         paubox_sandbox.base_url + "/dynamic_templates/abc", headers=auth, timeout=5
     )
@@ -506,14 +510,14 @@ def test_sync_mirrors_pauboxs_templates_and_keeps_sample_values(paubox_sandbox):
 @pytest.mark.django_db
 def test_create_update_delete_go_to_paubox_first(paubox_sandbox):
     template = templates_api.create_template("reminder", REMINDER, sample_values={"name": "S"})
-    assert paubox_sandbox.template_store.get(int(template.paubox_id)).body == REMINDER
+    assert paubox_sandbox.template_store.get(template.paubox_id).body == REMINDER
     templates_api.update_template(template, name="reminder-2")
-    assert paubox_sandbox.template_store.get(int(template.paubox_id)).name == "reminder-2"
+    assert paubox_sandbox.template_store.get(template.paubox_id).name == "reminder-2"
     assert DynamicTemplate.objects.get().name == "reminder-2"
     with pytest.raises(PauboxAPIError):
         templates_api.create_template("reminder-2", "dup")
     assert DynamicTemplate.objects.count() == 1  # refused by Paubox: nothing mirrored
-    paubox_sandbox.template_store.delete(int(template.paubox_id))  # gone at Paubox already
+    paubox_sandbox.template_store.delete(template.paubox_id)  # gone at Paubox already
     templates_api.delete_template(template)
     assert DynamicTemplate.objects.count() == 0
 
@@ -565,7 +569,7 @@ def test_admin_updates_only_what_changed_and_sample_values_stay_local(
     )
     assert response.status_code == 302
     assert paubox_sandbox.requests[-1][0] == "PATCH"
-    assert paubox_sandbox.template_store.get(int(template.paubox_id)).body == "Hi {{name}}"
+    assert paubox_sandbox.template_store.get(template.paubox_id).body == "Hi {{name}}"
     template.refresh_from_db()
     assert template.body == "Hi {{name}}"
 
@@ -645,7 +649,7 @@ def test_control_api_and_html_page_know_templates(api_client, paubox_sandbox):
 
     control = SandboxControl(paubox_sandbox.url)
     created = control.add_template("reminder", REMINDER)
-    assert created["id"] == 1 and control.templates[0]["body"] == REMINDER
+    assert created["id"] == "template_1" and control.templates[0]["body"] == REMINDER
     with pytest.raises(SandboxControlError, match="400"):
         control.add_template("bad", "{{#if x}}")
     control.set_unknown_template_status(404)

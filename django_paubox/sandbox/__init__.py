@@ -2,7 +2,8 @@
 
 Paubox cannot be reached from development machines and CI, and local development should never
 send real mail; so tests, benchmarks and the example project talk to this sandbox over real
-HTTP. Standard library only, and importable without a configured Django project.
+HTTP. Standard library only (and ``django.core.exceptions``, through
+:mod:`django_paubox.exceptions`), and importable without a configured Django project.
 
 Start it::
 
@@ -21,9 +22,17 @@ validation and error bodies; dynamic templates (``/dynamic_templates[/<id>]``,
 ``POST templated_messages``, rendered with the Handlebars subset of
 :mod:`django_paubox.handlebars`; see :mod:`.templates`) and scheduled sends (``/schedule``,
 ``/schedule/<id>``, ``/schedule/<id>/cancel``, sent at their time; see :mod:`.schedule`).
-Any other path answers the gateway's HTML 404, as Paubox does for a wrong base path. ``/``
-lists captured messages in a small HTML page; ``/_sandbox/`` is the JSON control API (see
-:mod:`.control`).
+Template ids and the template list follow Paubox's OpenAPI file (``"template_1"``,
+``{"templates": [...]}``). Any other path answers the gateway's HTML 404, as Paubox does for a
+wrong base path; a method Paubox does not define for a path it has answers 405 with ``Allow``.
+``/`` lists captured messages in a small HTML page; ``/_sandbox/`` is the JSON control API (see
+:mod:`.control_routes` and :class:`SandboxControl`).
+
+The modules import one way, top to bottom: ``cli``, ``pytest_plugin``, ``harness``,
+``control``, ``server``, ``handler``, the routes (``control_routes``, ``pages``, ``schedule``,
+``templates``, ``messages``), ``routing``, ``core``, the stores (``webhooks``,
+``schedule_store``, ``template_store``), ``state``, then ``times``, ``validation``,
+``outcomes`` and ``faults``; docs/sandbox.md has the list for an import-linter contract.
 
 Simulated outcomes, steered by the recipient's local part (a ``+tag`` is ignored, so
 ``bounce+42@example.com`` bounces too); each stage happens a multiple of ``processing_seconds``
@@ -58,6 +67,7 @@ recipients is just delivered, and only single-recipient receipts carry ``openedS
 from __future__ import annotations
 
 from .control import SandboxControl, SandboxControlError
+from .faults import FaultRates
 from .outcomes import LOCAL_PARTS, OUTCOMES
 from .server import DEFAULT_USERNAME, SandboxServer
 from .state import CapturedMessage
@@ -67,6 +77,7 @@ __all__ = [
     "LOCAL_PARTS",
     "OUTCOMES",
     "CapturedMessage",
+    "FaultRates",
     "SandboxControl",
     "SandboxControlError",
     "SandboxServer",

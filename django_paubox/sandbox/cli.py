@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .faults import FaultRates
 from .server import SandboxServer
 
 logger = logging.getLogger("django_paubox.sandbox")
@@ -78,18 +79,19 @@ def build_server(options: dict[str, Any]) -> SandboxServer:
         latency=max(0.0, options.get("latency_ms") or 0.0) / 1000.0,
         timeout_hold_seconds=options.get("timeout_hold_seconds", 30.0),
     )
-    rates = {
-        "server_error": options.get("error_rate") or 0.0,
-        "rate_limit": options.get("rate_limit_rate") or 0.0,
-        "timeout": options.get("timeout_rate") or 0.0,
-        "drop": options.get("drop_rate") or 0.0,
-    }
-    if any(rates.values()):
-        try:
-            server.set_fault_rates(**rates, seed=options.get("seed"))
-        except ValueError:
-            server.stop()
-            raise
+    try:
+        rates = FaultRates(
+            server_error=options.get("error_rate") or 0.0,
+            rate_limit=options.get("rate_limit_rate") or 0.0,
+            timeout=options.get("timeout_rate") or 0.0,
+            drop=options.get("drop_rate") or 0.0,
+            seed=options.get("seed"),
+        )
+    except ValueError:
+        server.stop()
+        raise
+    if rates.shares():
+        server.set_fault_rates(rates)
     return server
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 FAULT_KINDS = ("status", "timeout", "drop", "html404")
@@ -40,6 +40,59 @@ class Fault:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """Shares of API requests answered with a random fault, and the seed of the draws.
+
+    The one definition of the fault-rate arguments: ``SandboxServer.set_fault_rates``,
+    ``SandboxControl.set_fault_rates``, the control API and the command line all build one.
+    Each share is between 0 and 1 and together they add up to at most 1; all zero: no faults.
+    """
+
+    #: 500, 502, 503 or 504 (drawn), in Paubox's error shape.
+    server_error: float = 0.0
+    #: 429 in Paubox's error shape.
+    rate_limit: float = 0.0
+    #: The answer is held past the client's read timeout (the request *is* processed).
+    timeout: float = 0.0
+    #: The connection is closed without an answer (nothing processed).
+    drop: float = 0.0
+    #: Seed of the draws (None: a fresh random sequence).
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        shares = self.shares(nonzero=False).values()
+        if any(not 0.0 <= share <= 1.0 for share in shares) or sum(shares) > 1.0:
+            raise ValueError("Fault rates must be between 0 and 1 and add up to at most 1.")
+
+    def shares(self, *, nonzero: bool = True) -> dict[str, float]:
+        """Fault name -> share, in draw order (by default only the shares that are not 0)."""
+        named = {
+            "server_error": float(self.server_error),
+            "rate_limit": float(self.rate_limit),
+            "timeout": float(self.timeout),
+            "drop": float(self.drop),
+        }
+        return {name: share for name, share in named.items() if share or not nonzero}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON for the control API (``POST /_sandbox/faults {"rates": ...}``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FaultRates:
+        """Read the control API's ``rates``; unknown keys are a ``ValueError``."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Unknown fault rate(s) {unknown}; choose from {sorted(names)}.")
+        seed = data.get("seed")
+        return cls(
+            **{name: float(data[name] or 0.0) for name in names - {"seed"} if name in data},
+            seed=None if seed is None else int(seed),
+        )
 
 
 @dataclass
@@ -69,26 +122,10 @@ class FaultPlan:
         with self._lock:
             self._queue.append(_Queued(fault, count))
 
-    def set_rates(
-        self,
-        *,
-        server_error: float = 0.0,
-        rate_limit: float = 0.0,
-        timeout: float = 0.0,
-        drop: float = 0.0,
-        seed: int | None = None,
-    ) -> None:
-        rates = {
-            "server_error": server_error,
-            "rate_limit": rate_limit,
-            "timeout": timeout,
-            "drop": drop,
-        }
-        if any(not 0.0 <= r <= 1.0 for r in rates.values()) or sum(rates.values()) > 1.0:
-            raise ValueError("Fault rates must be between 0 and 1 and add up to at most 1.")
+    def set_rates(self, rates: FaultRates) -> None:
         with self._lock:
-            self._rates = {k: float(v) for k, v in rates.items() if v}
-            self._random = random.Random(seed)
+            self._rates = rates.shares()
+            self._random = random.Random(rates.seed)
 
     @property
     def rates(self) -> dict[str, float]:

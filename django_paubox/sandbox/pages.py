@@ -7,6 +7,7 @@ is shown as source text, never rendered. No external CSS or JS.
 from __future__ import annotations
 
 import html
+import re
 from urllib.parse import quote
 
 from .state import TrackedMessage
@@ -17,6 +18,8 @@ GATEWAY_404 = (
     "<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
@@ -29,7 +32,9 @@ white-space:pre-wrap;word-break:break-word;border:1px solid #e4e4e4}
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML-escaped text; a lone surrogate (valid in JSON, not in UTF-8) is
+    shown as U+FFFD, so one odd subject cannot turn the page into a 500."""
+    return html.escape(_LONE_SURROGATE.sub("\ufffd", str(value)), quote=True)
 
 
 def _page(title: str, body: str, *, refresh: bool = False) -> str:

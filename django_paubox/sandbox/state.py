@@ -8,16 +8,16 @@ cannot reorder stages) and shown as wall-clock times derived from the send's wal
 from __future__ import annotations
 
 import itertools
-import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from email.utils import format_datetime, parseaddr
+from email.utils import parseaddr
 from typing import Any
 
 from .outcomes import DELIVERED_STATUSES, OUTCOMES, PROCESSING, normalise_outcome, outcome_for
+from .times import rfc2822
 from .validation import all_recipients
 
 
@@ -167,17 +167,6 @@ class TrackedMessage:
         return "; ".join(statuses) or PROCESSING
 
 
-def rfc2822(moment: datetime) -> str:
-    """``Mon, 23 Apr 2018 13:27:34 +0000``: the date format of Paubox receipts."""
-    return format_datetime(moment.astimezone(timezone.utc).replace(microsecond=0))
-
-
-def iso_z(moment: datetime) -> str:
-    """``2022-04-18T20:27:25.379Z``: the time format of Paubox webhook payloads."""
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
 class SandboxState:
     """Thread-safe store of everything the sandbox has seen."""
 
@@ -311,9 +300,3 @@ class SandboxState:
             self._requests.clear()
             self._overrides.clear()
             self._webhook_attempts.clear()
-
-
-def outbound_queue_id() -> str:
-    """A Postfix-like queue id, as Paubox's webhook payloads carry."""
-    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
-    return "".join(secrets.choice(alphabet) for _ in range(15))

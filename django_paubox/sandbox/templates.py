@@ -1,10 +1,14 @@
 """Dynamic templates in the sandbox: ``/dynamic_templates`` (CRUD) and ``/templated_messages``.
 
 What Paubox documents: templates are Handlebars files uploaded as multipart ``data[name]`` and
-``data[body]``; ids are integers; the list is a bare array; ``POST /templated_messages`` takes
+``data[body]``; ``POST /templated_messages`` takes
 ``data.template_name``, ``data.template_values`` (a JSON-encoded *string*) and ``data.message``
 without ``content``; an unknown template name is answered ``{"error": "..."}``, sometimes with
-status 200. Choices where Paubox documents nothing (so the client is made to cope):
+status 200. Where Paubox's OpenAPI file and its prose docs disagree, the sandbox follows the
+OpenAPI file: template ids are strings (``"template_1"``; the number alone, ``1``, names the same
+template in a path, as the prose docs show integer ids) and the list is
+``{"templates": [...]}`` (the prose docs show a bare array). Choices where Paubox documents
+nothing (so the client is made to cope):
 
 - the list omits ``body`` (``GET /dynamic_templates/{id}`` has it); a created, fetched or
   updated template is ``{"id", "name", "body", "created_at", "updated_at"}``;
@@ -25,206 +29,72 @@ Standard library only: multipart bodies are parsed with :mod:`email` (``cgi`` is
 from __future__ import annotations
 
 import base64
-import itertools
 import json
-import threading
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from email import policy
 from email.parser import BytesParser
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from typing import Any
+from urllib.parse import parse_qs, unquote
 
-from ..handlebars import HandlebarsError, check, render
+from ..exceptions import SandboxAnswer
+from ..handlebars import HandlebarsError, render
+from .core import Sandbox
+from .routing import ApiRequest, bad_request, errors, json_data
+from .template_store import SandboxTemplate
 from .validation import validate_message
-
-if TYPE_CHECKING:
-    from .server import SandboxServer
 
 #: Endpoints this module answers (the first path segment after the username).
 ENDPOINTS = frozenset({"dynamic_templates", "templated_messages"})
-#: Statuses ``unknown_template_status`` may take: 200 with an error body, or a 4xx.
-UNKNOWN_TEMPLATE_STATUSES = (200, 400, 404, 422)
 MAX_TEMPLATE_BYTES = 1024 * 1024
 
 
-class ApiAnswer(Exception):
-    """Answer at once with ``status`` and ``body`` (caught by :func:`handle`)."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-
-
-def errors(status: int, title: str, *details: str) -> ApiAnswer:
-    """Paubox's usual error shape: ``{"errors": [{"code", "title", "details"}, ...]}``."""
-    return ApiAnswer(
-        status, {"errors": [{"code": status, "title": title, "details": d} for d in details]}
-    )
-
-
-def bad_request(*details: str) -> ApiAnswer:
-    return errors(400, "Bad Request", *details)
-
-
-def iso(moment: datetime) -> str:
-    """``2024-05-01T10:00:00.000Z``."""
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-# --- State ------------------------------------------------------------------------------------
-
-
-@dataclass
-class SandboxTemplate:
-    """One uploaded template."""
-
-    id: int
-    name: str
-    body: str
-    created_at: datetime
-    updated_at: datetime
-
-    def to_dict(self, *, with_body: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {"id": self.id, "name": self.name}
-        if with_body:
-            data["body"] = self.body
-        data["created_at"] = iso(self.created_at)
-        data["updated_at"] = iso(self.updated_at)
-        return data
-
-
-class TemplateStore:
-    """The sandbox's templates; thread-safe. Names are unique and matched exactly."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._templates: dict[int, SandboxTemplate] = {}
-        self._ids = itertools.count(1)
-
-    def all(self) -> list[SandboxTemplate]:
-        with self._lock:
-            return sorted(self._templates.values(), key=lambda t: t.id)
-
-    def get(self, template_id: int) -> SandboxTemplate | None:
-        with self._lock:
-            return self._templates.get(template_id)
-
-    def by_name(self, name: str) -> SandboxTemplate | None:
-        with self._lock:
-            return next((t for t in self._templates.values() if t.name == name), None)
-
-    def create(self, name: str, body: str) -> SandboxTemplate:
-        """Store a template; ``ValueError`` for a bad name or body (checked first)."""
-        _check_template(name, body)
-        now = datetime.now(timezone.utc)
-        with self._lock:
-            self._check_unique(name, None)
-            template = SandboxTemplate(next(self._ids), name, body, now, now)
-            self._templates[template.id] = template
-            return template
-
-    def update(
-        self, template_id: int, name: str | None = None, body: str | None = None
-    ) -> SandboxTemplate | None:
-        """Change a template; None for an unknown id, ``ValueError`` for a bad name or body."""
-        with self._lock:
-            template = self._templates.get(template_id)
-            if template is None:
-                return None
-            new_name = template.name if name is None else name
-            new_body = template.body if body is None else body
-            _check_template(new_name, new_body)
-            self._check_unique(new_name, template_id)
-            template.name, template.body = new_name, new_body
-            template.updated_at = datetime.now(timezone.utc)
-            return template
-
-    def delete(self, template_id: int) -> bool:
-        with self._lock:
-            return self._templates.pop(template_id, None) is not None
-
-    def reset(self) -> None:
-        with self._lock:
-            self._templates.clear()
-            self._ids = itertools.count(1)
-
-    def _check_unique(self, name: str, own_id: int | None) -> None:
-        if any(t.name == name and t.id != own_id for t in self._templates.values()):
-            raise ValueError("name has already been taken")
-
-
-def _check_template(name: str, body: str) -> None:
-    if not name.strip():
-        raise ValueError("data[name] must not be blank")
-    if len(name) > 255:
-        raise ValueError("data[name] is too long (at most 255 characters)")
-    if not body.strip():
-        raise ValueError("data[body] must not be blank")
-    try:
-        check(body)
-    except HandlebarsError as error:
-        raise ValueError(f"data[body] is not a template the sandbox can render: {error}") from None
-
-
-# --- Routing ----------------------------------------------------------------------------------
-
-
-def allows(method: str, endpoint: str, rest: str) -> bool:
-    """Whether ``method /endpoint{rest}`` is one of this module's routes."""
-    if endpoint == "templated_messages":
-        return method == "POST" and not rest
+def methods(endpoint: str, rest: str) -> frozenset[str]:
+    """Methods defined for ``/endpoint{rest}`` (none: no such path)."""
+    if endpoint == "templated_messages" and not rest:
+        return frozenset({"POST"})
     if endpoint == "dynamic_templates":
         if not rest:
-            return method in ("GET", "POST")
-        return rest.count("/") == 1 and method in ("GET", "PATCH", "DELETE")
-    return False
+            return frozenset({"GET", "POST"})
+        if rest.count("/") == 1:  # /dynamic_templates/{id}
+            return frozenset({"GET", "PATCH", "DELETE"})
+    return frozenset()
 
 
-def handle(
-    sandbox: SandboxServer, method: str, endpoint: str, rest: str, body: bytes, content_type: str
-) -> tuple[int, Any]:
+def handle(sandbox: Sandbox, request: ApiRequest) -> tuple[int, Any]:
     """Answer one authorised request: ``(status, JSON body)``."""
-    try:
-        if endpoint == "templated_messages":
-            return _send(sandbox, body)
-        if not rest:
-            if method == "GET":
-                return 200, [t.to_dict(with_body=False) for t in sandbox.template_store.all()]
-            return _create(sandbox, body, content_type)
-        template_id = _template_id(rest)
-        if method == "GET":
-            return 200, _found(sandbox, template_id).to_dict()
-        if method == "DELETE":
-            if not sandbox.template_store.delete(template_id):
-                raise _not_found()
-            return 200, {"message": "Template deleted successfully"}
-        return _update(sandbox, template_id, body, content_type)
-    except ApiAnswer as answer:
-        return answer.status, answer.body
+    if request.endpoint == "templated_messages":
+        return _send(sandbox, request.body)
+    if not request.rest:
+        if request.method == "GET":
+            listed = [t.to_dict(with_body=False) for t in sandbox.template_store.all()]
+            return 200, {"templates": listed}
+        return _create(sandbox, request.body, request.content_type)
+    template_id = unquote_id(request.segments[0])
+    if request.method == "GET":
+        return 200, _found(sandbox, template_id).to_dict()
+    if request.method == "DELETE":
+        if not sandbox.template_store.delete(template_id):
+            raise _not_found()
+        return 200, {"message": "Template deleted successfully"}
+    return _update(sandbox, template_id, request.body, request.content_type)
 
 
-def _template_id(rest: str) -> int:
-    text = rest.strip("/")
-    if not text.isdigit():
-        raise _not_found()
-    return int(text)
+def unquote_id(segment: str) -> str:
+    """The template id a path segment names (percent-decoded)."""
+    return unquote(segment, errors="replace")
 
 
-def _not_found() -> ApiAnswer:
+def _not_found() -> SandboxAnswer:
     return errors(404, "Not Found", "Dynamic template not found")
 
 
-def _found(sandbox: SandboxServer, template_id: int) -> SandboxTemplate:
+def _found(sandbox: Sandbox, template_id: str) -> SandboxTemplate:
     template = sandbox.template_store.get(template_id)
     if template is None:
         raise _not_found()
     return template
 
 
-def _create(sandbox: SandboxServer, body: bytes, content_type: str) -> tuple[int, Any]:
+def _create(sandbox: Sandbox, body: bytes, content_type: str) -> tuple[int, Any]:
     form = parse_form(body, content_type)
     missing = [f"{key} is required" for key in ("data[name]", "data[body]") if key not in form]
     if missing:
@@ -238,9 +108,7 @@ def _create(sandbox: SandboxServer, body: bytes, content_type: str) -> tuple[int
     return 200, template.to_dict()
 
 
-def _update(
-    sandbox: SandboxServer, template_id: int, body: bytes, content_type: str
-) -> tuple[int, Any]:
+def _update(sandbox: Sandbox, template_id: str, body: bytes, content_type: str) -> tuple[int, Any]:
     _found(sandbox, template_id)
     form = parse_form(body, content_type)
     if "data[name]" not in form and "data[body]" not in form:
@@ -256,7 +124,7 @@ def _update(
     return 200, template.to_dict()
 
 
-def _send(sandbox: SandboxServer, body: bytes) -> tuple[int, Any]:
+def _send(sandbox: Sandbox, body: bytes) -> tuple[int, Any]:
     data = json_data(body)
     problems = []
     name = data.get("template_name")
@@ -283,7 +151,9 @@ def _send(sandbox: SandboxServer, body: bytes) -> tuple[int, Any]:
         raise bad_request("data.template_values must encode a JSON object")
     template = sandbox.template_store.by_name(name)
     if template is None:
-        raise ApiAnswer(sandbox.unknown_template_status, {"error": f"Template {name} not found"})
+        raise SandboxAnswer(
+            sandbox.unknown_template_status, {"error": f"Template {name} not found"}
+        )
     headers = dict(message.get("headers") or {})
     try:
         html = render(template.body, values)
@@ -299,16 +169,6 @@ def _send(sandbox: SandboxServer, body: bytes) -> tuple[int, Any]:
     options["template_values"] = values
     tracked = sandbox.capture(delivered, endpoint="templated_messages", options=options)
     return 200, {"sourceTrackingId": tracked.captured.tracking_id, "data": "Service OK"}
-
-
-def json_data(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise bad_request("Request body is not valid JSON") from None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("data"), dict):
-        raise bad_request("data is missing")
-    return parsed["data"]  # type: ignore[no-any-return]
 
 
 # --- Forms ------------------------------------------------------------------------------------

@@ -50,7 +50,8 @@ def validate_message(message: Any, *, content_required: bool = True) -> list[str
         problems += _check_content(message.get("content"))
     elif message.get("content") is not None:
         problems.append("content must not be given with a template (the template is the content)")
-    problems += _check_attachments(message.get("attachments"))
+    if "attachments" in message:  # null is not a list either
+        problems += _check_attachments(message["attachments"])
     for flag in ("allowNonTLS", "forceSecureNotification"):
         if flag in message and not isinstance(message[flag], bool):
             problems.append(f"{flag} must be true or false")
@@ -67,8 +68,8 @@ def _check_addresses(message: dict[str, Any]) -> list[str]:
     total = 0
     for key in _ADDRESS_FIELDS:
         values = message.get(key)
-        if values is None or (key == "recipients" and not isinstance(values, list)):
-            continue
+        if key not in message or (key == "recipients" and not isinstance(values, list)):
+            continue  # a null cc/bcc is not a list (the OpenAPI file says arrays)
         if not isinstance(values, list):
             problems.append(f"{key} must be a list of addresses")
             continue
@@ -125,8 +126,6 @@ def _check_content(content: Any) -> list[str]:
 
 
 def _check_attachments(attachments: Any) -> list[str]:
-    if attachments is None:
-        return []
     if not isinstance(attachments, list):
         return ["attachments must be a list"]
     problems: list[str] = []

@@ -21,7 +21,8 @@ from email.utils import parseaddr
 from typing import Any
 from urllib.parse import urlsplit
 
-from .state import SandboxState, SimulatedDelivery, Stage, TrackedMessage, iso_z
+from .state import SandboxState, SimulatedDelivery, Stage, TrackedMessage
+from .times import iso_z
 
 logger = logging.getLogger("django_paubox.sandbox")
 
