@@ -124,3 +124,11 @@ class HandlebarsSyntaxError(HandlebarsError):
 
 class HandlebarsUnsupported(HandlebarsError):
     """Valid Handlebars that uses something beyond the supported subset (a helper, partial...)."""
+
+
+class RecipientsSuppressed(PauboxError):
+    """Nothing was sent: every recipient is on the suppression list (or only bcc ones are left).
+
+    Recorded as the message's error and passed to ``post_send``; the backends do not raise it,
+    since not mailing a suppressed address is the policy working, not a failure of the caller.
+    """
