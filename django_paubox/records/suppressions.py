@@ -50,9 +50,9 @@ def mark_suppressed(left_out: Sequence[tuple[Message, dict[str, str]]]) -> None:
             by_reason.setdefault(reason, set()).add(address)
     now = timezone.now()
     with transaction.atomic():
-        for reason, addresses in sorted(by_reason.items()):
+        for reason, listed in sorted(by_reason.items()):
             Delivery.objects.filter(
-                message__in=sorted(messages), recipient__in=sorted(addresses)
+                message__in=sorted(messages), recipient__in=sorted(listed)
             ).update(
                 status=Status.FAILED,
                 raw_status=f"{SUPPRESSED_RAW_STATUS}: {reason}",
@@ -104,6 +104,11 @@ def add(
         address=address,
         defaults={"reason": reason, "message": message, "note": note},
     )
+
+
+def set_note(pk: int, note: str) -> None:
+    """Staff's note on a row (the only field they change)."""
+    Suppression.objects.filter(pk=pk).update(note=note)
 
 
 def remove(addresses: Iterable[str]) -> int:

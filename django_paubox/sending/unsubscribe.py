@@ -11,6 +11,7 @@ wins. The token is Django-signed (salted, timestamped) and expires after
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core import signing
@@ -62,7 +63,7 @@ def make_token(address: str, message_pk: int | None) -> str:
 def read_token(token: str, max_age_days: float) -> tuple[str, int | None]:
     """``(address, message id or None)``; raises ``signing.BadSignature`` (or its subclass
     ``SignatureExpired``) for a tampered, foreign or expired token."""
-    data = signing.loads(token, salt=_SALT, max_age=max_age_days * 86400)
+    data = signing.loads(token, salt=_SALT, max_age=timedelta(days=max_age_days))
     if not isinstance(data, dict) or not isinstance(data.get("a"), str) or "@" not in data["a"]:
         raise signing.BadSignature("not an unsubscribe token")
     message = data.get("m")

@@ -16,7 +16,6 @@ The path holds the token (which carries the address), so answers are never logge
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.core import signing
@@ -36,8 +35,8 @@ try:  # Django 5.1+: exempt from LoginRequiredMiddleware
     from django.contrib.auth.decorators import login_not_required
 except ImportError:  # pragma: no cover - Django 4.2
 
-    def login_not_required(view: Callable[..., Any]) -> Callable[..., Any]:
-        return view
+    def login_not_required(view_func: Any) -> Any:  # type: ignore[misc]
+        return view_func
 
 
 def _page(state: str, status: int = 200) -> HttpResponse:
