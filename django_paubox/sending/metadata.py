@@ -60,7 +60,7 @@ def read_metadata(email: Any) -> dict[str, str]:
             raise PauboxPayloadError("Paubox: paubox_metadata keys must be str.")
         if len(key) > MAX_KEY_LENGTH or not _KEY.match(key):
             raise PauboxPayloadError(
-                f"Paubox: the paubox_metadata key {key[:MAX_KEY_LENGTH]!r} cannot be a header "
+                f"Paubox: the paubox_metadata key {key[:20]!r} cannot be a header "
                 f"name: use 1 to {MAX_KEY_LENGTH} letters, digits, _ or -, starting with a "
                 "letter or digit."
             )
@@ -95,7 +95,7 @@ def read_tags(email: Any) -> list[str]:
             raise PauboxPayloadError("Paubox: paubox_tags must be a list of str.")
         if len(tag) > MAX_TAG_LENGTH or not _TAG.match(tag):
             raise PauboxPayloadError(
-                f"Paubox: the tag {tag[:MAX_TAG_LENGTH]!r} is not allowed: use 1 to "
+                f"Paubox: the tag {tag[:20]!r} is not allowed: use 1 to "
                 f"{MAX_TAG_LENGTH} letters, digits, spaces or _ . : / -, starting with a "
                 "letter or digit."
             )
