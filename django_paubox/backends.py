@@ -83,13 +83,14 @@ class PauboxBackendBase(BaseEmailBackend):
             try:
                 message = payloads.build_message(email, self.conf)
                 self.conf.for_sender(message["headers"]["from"])  # a key for its domain?
+                recipients = payloads.message_recipients(email)
                 body = {
                     "message": message,
                     "extras": payloads.send_extras(email),
                     **send_options(email),  # template, send_at
-                    **_listing(email, self.conf, bulk=bulk),  # metadata, tags, unsubscribe
+                    **_listing(email, recipients, self.conf, bulk=bulk),  # metadata, tags...
                 }
-                ready.append((email, body, payloads.message_recipients(email)))
+                ready.append((email, body, recipients))
             except PauboxPayloadError as error:
                 refused.append((email, error))
         suppressed = self.leave_out_suppressed(ready)
@@ -181,14 +182,16 @@ class PauboxBackendBase(BaseEmailBackend):
         return groups
 
 
-def _listing(email: EmailMessage, conf: PauboxSettings, *, bulk: bool) -> dict[str, Any]:
+def _listing(
+    email: EmailMessage, recipients: list[tuple[str, str]], conf: PauboxSettings, *, bulk: bool
+) -> dict[str, Any]:
     """What the row keeps beside the Paubox message: metadata and tags (validated by
     ``build_message`` already), and the address of a one-click unsubscribe, if any."""
     extra: dict[str, Any] = {
         "metadata": read_metadata(email),
         "tags": read_tags(email),
     }
-    address = unsubscribe_target(email, payloads.message_recipients(email), conf, bulk=bulk)
+    address = unsubscribe_target(email, recipients, conf, bulk=bulk)
     if address:
         extra["unsubscribe"] = address
     return extra

@@ -346,3 +346,15 @@ def test_command_adds_lists_exports_and_removes(paubox_sandbox):
     assert not Suppression.objects.filter(address="a@example.com").exists()
     with pytest.raises(CommandError, match="Not an email address"):
         run("add", "not-an-address")
+
+
+def test_a_resend_leaves_out_the_recipients_a_suppression_left_out(paubox_sandbox, settings):
+    from django_paubox.sending.dispatch import resend_stored
+
+    settings.PAUBOX = {**settings.PAUBOX, "STORE_CONTENT": True}
+    suppressions.add("gone@example.com")
+    message = email(to=["a@example.com"], cc=["gone@example.com"])
+    message.send()
+    again = resend_stored(message.paubox_message)
+    assert paubox_sandbox.last_message.recipients == ["a@example.com"]
+    assert list(again.deliveries.values_list("recipient", "status")) == [("a@example.com", "sent")]

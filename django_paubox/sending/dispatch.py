@@ -328,7 +328,11 @@ def resend_stored(message: Message) -> Message:
         )
     sender = message.payload["message"].get("headers", {}).get("from") or message.from_email
     conf = get_settings().for_sender(sender)  # before the row: no key, nothing recorded
-    recipients = list(message.deliveries.values_list("kind", "recipient"))
+    recipients = [  # not those a suppression left out of the stored payload
+        (kind, address)
+        for kind, address, raw in message.deliveries.values_list("kind", "recipient", "raw_status")
+        if not raw.startswith(records.SUPPRESSED_RAW_STATUS + ":")
+    ]
     (row,) = records.create_messages(
         [(message.subject, message.from_email, recipients, message.payload)], conf
     )
