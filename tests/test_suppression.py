@@ -358,3 +358,11 @@ def test_a_resend_leaves_out_the_recipients_a_suppression_left_out(paubox_sandbo
     again = resend_stored(message.paubox_message)
     assert paubox_sandbox.last_message.recipients == ["a@example.com"]
     assert list(again.deliveries.values_list("recipient", "status")) == [("a@example.com", "sent")]
+
+
+def test_command_exit_statuses_in_a_real_process():
+    from tests.commands import manage
+
+    assert manage("paubox_suppressions", "add", "not-an-address").returncode == 1
+    assert manage("paubox_suppressions").returncode == 2  # no action
+    assert manage("paubox_suppressions", "list", "--reason", "nope").returncode == 2

@@ -301,3 +301,17 @@ def test_check_errors_when_the_urls_are_not_included(settings):
     settings.ROOT_URLCONF = __name__  # this module: no django_paubox.urls
 
     assert "django_paubox.E022" in check_ids()
+
+
+def test_the_outbox_worker_adds_the_headers_when_it_sends(public, monkeypatch):
+    from django_paubox import tasks
+
+    monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *a, **k: None)
+    message = one_click()
+    backend = mail.get_connection("django_paubox.backends.PauboxCeleryEmailBackend")
+    assert backend.send_messages([message]) == 1
+    assert public.requests == []
+    row = message.paubox_message
+    assert tasks.send_queued([row.pk])["sent"] == 1
+    token = sent_url(public).split("/")[-2]
+    assert unsubscribing.read_token(token, 365) == ("pat@example.com", row.pk)
