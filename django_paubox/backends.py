@@ -21,11 +21,13 @@ from django.db import transaction
 from . import records, signals
 from .client import PauboxClient, shared_client
 from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxPayloadError
+from .exceptions import PauboxPayloadError, RecipientsSuppressed
 from .models import Message
 from .sending import payload as payloads
 from .sending.dispatch import Dispatcher, DispatchResult, Prepared, post_send, tag_email
+from .sending.metadata import read_metadata, read_tags
 from .sending.options import send_options
+from .sending.unsubscribe import unsubscribe_target
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class PauboxBackendBase(BaseEmailBackend):
         """
         ready: list[tuple[EmailMessage, dict[str, Any], list[tuple[str, str]]]] = []
         refused: list[tuple[EmailMessage, PauboxPayloadError]] = []
+        bulk = len(email_messages) > 1  # PAUBOX["UNSUBSCRIBE_BULK"] applies
         for email in email_messages:
             if not email.recipients():
                 continue  # Django's contract: a message without recipients is skipped
@@ -80,14 +83,17 @@ class PauboxBackendBase(BaseEmailBackend):
             try:
                 message = payloads.build_message(email, self.conf)
                 self.conf.for_sender(message["headers"]["from"])  # a key for its domain?
+                recipients = payloads.message_recipients(email)
                 body = {
                     "message": message,
                     "extras": payloads.send_extras(email),
                     **send_options(email),  # template, send_at
+                    **_listing(email, recipients, self.conf, bulk=bulk),  # metadata, tags...
                 }
-                ready.append((email, body, payloads.message_recipients(email)))
+                ready.append((email, body, recipients))
             except PauboxPayloadError as error:
                 refused.append((email, error))
+        suppressed = self.leave_out_suppressed(ready)
         rows = records.create_messages(
             [
                 (str(email.subject), str(email.from_email), rcpts, body)
@@ -102,9 +108,32 @@ class PauboxBackendBase(BaseEmailBackend):
             state=state,
         )
         prepared = [
-            Prepared(row=row, payload=body, email=email, recipients=[a for _, a in rcpts])
-            for row, (email, body, rcpts) in zip(rows[: len(ready)], ready, strict=True)
+            Prepared(
+                row=row,
+                payload=body,
+                email=email,
+                recipients=[a for _, a in rcpts],
+                suppressed=left_out,
+                error=error,
+            )
+            for row, (email, body, rcpts), (left_out, error) in zip(
+                rows[: len(ready)], ready, suppressed, strict=True
+            )
         ]
+        if any(item.suppressed for item in prepared):
+            # Nothing is sent to them: failed, raw status "suppressed: <reason>". A message
+            # left with nobody is failed without a request; it is neither sent nor raised.
+            records.mark_suppressed([(item.row, item.suppressed) for item in prepared])
+            nobody_left: dict[str, list[Prepared]] = {}
+            for item in prepared:
+                if item.error is not None:
+                    nobody_left.setdefault(str(item.error), []).append(item)
+            for text, group in nobody_left.items():
+                records.mark_failed([item.row for item in group], text, self.conf)
+                for item in group:
+                    tag_email(item)
+                    post_send(item, "suppressed")
+            prepared = [item for item in prepared if item.error is None]
         failed = [
             Prepared(
                 row=row,
@@ -121,12 +150,51 @@ class PauboxBackendBase(BaseEmailBackend):
             post_send(item)
         return prepared, failed
 
+    def leave_out_suppressed(
+        self, ready: Sequence[tuple[EmailMessage, dict[str, Any], list[tuple[str, str]]]]
+    ) -> list[tuple[dict[str, str], RecipientsSuppressed | None]]:
+        """Take suppressed addresses out of the payloads, before the rows (and the outbox's
+        stored payloads) are written: one query for the whole call.
+
+        Returns, per message, ``({address: reason}, error)``: the error when nobody (or only
+        bcc) is left to send to.
+        """
+        if not self.conf.suppression:
+            return [({}, None) for _ in ready]
+        listed = records.suppressed_addresses(a for _, _, rcpts in ready for _, a in rcpts)
+        out: list[tuple[dict[str, str], RecipientsSuppressed | None]] = []
+        for _, body, rcpts in ready:
+            left_out = {a: listed[a] for _, a in rcpts if a in listed}
+            error = None
+            if left_out:
+                try:
+                    body["message"] = payloads.without_recipients(body["message"], left_out)
+                except RecipientsSuppressed as exc:
+                    error = exc
+            out.append((left_out, error))
+        return out
+
     def by_domain(self, prepared: Sequence[Prepared]) -> dict[PauboxSettings, list[Prepared]]:
         """Group messages by the settings (API key) of their From domain, in order."""
         groups: dict[PauboxSettings, list[Prepared]] = {}
         for item in prepared:
             groups.setdefault(self.conf.for_sender(item.sender), []).append(item)
         return groups
+
+
+def _listing(
+    email: EmailMessage, recipients: list[tuple[str, str]], conf: PauboxSettings, *, bulk: bool
+) -> dict[str, Any]:
+    """What the row keeps beside the Paubox message: metadata and tags (validated by
+    ``build_message`` already), and the address of a one-click unsubscribe, if any."""
+    extra: dict[str, Any] = {
+        "metadata": read_metadata(email),
+        "tags": read_tags(email),
+    }
+    address = unsubscribe_target(email, recipients, conf, bulk=bulk)
+    if address:
+        extra["unsubscribe"] = address
+    return extra
 
 
 def _raw_recipients(email: EmailMessage) -> list[tuple[str, str]]:

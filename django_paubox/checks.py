@@ -4,12 +4,15 @@ not when the first patient reminder fails to go out. No check ever prints a key.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
+from django.urls import NoReverseMatch, reverse
 
-from .conf import KNOWN_KEYS, get_settings, raw_settings
+from .conf import KNOWN_KEYS, PauboxSettings, get_settings, raw_settings
 from .exceptions import PauboxConfigError
+from .sending.unsubscribe import URL_NAME
 
 PAUBOX_BACKENDS = (
     "django_paubox.backends.PauboxEmailBackend",
@@ -70,6 +73,46 @@ def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
                 'PAUBOX["ALLOW_NON_TLS"] is on: messages may be delivered without TLS, which '
                 "is not HIPAA compliant for messages that carry PHI.",
                 id="django_paubox.W003",
+            )
+        )
+    found.extend(_unsubscribe_checks(conf))
+    return found
+
+
+def _unsubscribe_checks(conf: PauboxSettings) -> list[checks.CheckMessage]:
+    """One-click unsubscribe needs an absolute ``PUBLIC_URL`` and the app's URLconf."""
+    found: list[checks.CheckMessage] = []
+    if conf.public_url:
+        parts = urlsplit(conf.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            found.append(
+                checks.Error(
+                    f'PAUBOX["PUBLIC_URL"] must be an absolute http(s) URL such as '
+                    f'"https://portal.clinic.example", not {conf.public_url!r}.',
+                    id="django_paubox.E021",
+                )
+            )
+    if not (conf.unsubscribe_bulk or conf.unsubscribe_mailto):
+        return found
+    if not conf.public_url:
+        found.append(
+            checks.Error(
+                'One-click unsubscribe is on (PAUBOX["UNSUBSCRIBE_BULK"] or '
+                '["UNSUBSCRIBE_MAILTO"]) but PAUBOX["PUBLIC_URL"] is not set: the absolute '
+                "unsubscribe URL cannot be built.",
+                hint='Set PAUBOX["PUBLIC_URL"] to your site\'s scheme and host, e.g. '
+                '"https://portal.clinic.example".',
+                id="django_paubox.E020",
+            )
+        )
+    try:
+        reverse(URL_NAME, args=["token"])
+    except NoReverseMatch:
+        found.append(
+            checks.Error(
+                "One-click unsubscribe is on but django_paubox.urls is not in the URLconf.",
+                hint='Add path("paubox/", include("django_paubox.urls")) to your urlpatterns.',
+                id="django_paubox.E022",
             )
         )
     return found

@@ -93,6 +93,18 @@ class PauboxSettings:
     #: ...up to this many seconds.
     outbox_retry_delay_max: float = 600.0
 
+    #: Scheme and host of the site (``https://portal.clinic.example``), for absolute links in
+    #: mail: the one-click unsubscribe URL.
+    public_url: str = ""
+    #: Do not mail addresses that hard bounced or unsubscribed (the ``Suppression`` rows).
+    suppression: bool = True
+    #: Add one-click unsubscribe to every single-recipient message of a multi-message send.
+    unsubscribe_bulk: bool = False
+    #: A mailbox for ``mailto:`` unsubscribes, offered beside the one-click URL.
+    unsubscribe_mailto: str = ""
+    #: How long an unsubscribe link works, in days.
+    unsubscribe_max_age_days: int = 365
+
     #: ``PAUBOX["DOMAINS"]``: credentials per sending domain, routed by the From address.
     domains: tuple[tuple[str, DomainCredentials], ...] = field(default=(), repr=False)
 
@@ -237,7 +249,16 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[key] = (value,)
             else:
                 out[key] = tuple(str(v) for v in value if v)
-    for key in ("batch_size", "max_recipients", "max_attachment_bytes", "receipt_concurrency"):
+    for key in ("public_url", "unsubscribe_mailto"):
+        if key in out:
+            out[key] = str(out[key] or "").strip()
+    for key in (
+        "batch_size",
+        "max_recipients",
+        "max_attachment_bytes",
+        "receipt_concurrency",
+        "unsubscribe_max_age_days",
+    ):
         if key in out:
             try:
                 out[key] = int(out[key])

@@ -146,3 +146,11 @@ class SandboxAnswer(Exception):
         self.status = status
         self.body = body
         self.headers = dict(headers or {})
+
+
+class RecipientsSuppressed(PauboxError):
+    """Nothing was sent: every recipient is on the suppression list (or only bcc ones are left).
+
+    Recorded as the message's error and passed to ``post_send``; the backends do not raise it,
+    since not mailing a suppressed address is the policy working, not a failure of the caller.
+    """

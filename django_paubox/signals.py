@@ -18,6 +18,11 @@ webhook call into an error.
     event had already been stored: Paubox, or someone, sent it again). Sent for every accepted
     webhook call, known event name or not.
 
+``recipient_unsubscribed``
+    ``sender=Suppression``; kwargs ``address`` (lower case) and ``suppression`` (the row; its
+    ``message`` is the message whose link was used, when still stored). Sent once per address,
+    after commit, when a one-click unsubscribe is first recorded for it.
+
 Around sending (``sender=Message``):
 
 ``pre_send``
@@ -30,10 +35,12 @@ Around sending (``sender=Message``):
     Sent once Paubox has answered for a message, or it was refused before sending; kwargs
     ``message`` (the EmailMessage, or ``None`` when a Celery worker sent it from the outbox),
     ``record`` (its :class:`~django_paubox.models.Message` row), ``tracking_id`` (or ``None``),
-    ``error`` (the exception, or ``None``) and ``outcomes``: ``{recipient: status}`` with
+    ``error`` (the exception, or ``None``), ``metadata`` and ``tags`` (``paubox_metadata`` and
+    ``paubox_tags`` as stored) and ``outcomes``: ``{recipient: status}`` with
     ``sent``, ``scheduled`` (Paubox will send it at ``paubox_send_at``), ``queued`` (back in
-    the outbox for a retry) or ``failed``. Sent with
-    ``send_robust``: a failing receiver is logged and cannot undo the record of the send.
+    the outbox for a retry), ``suppressed`` (on the suppression list: left out) or
+    ``failed``. Sent with ``send_robust``: a failing receiver is logged and cannot undo the
+    record of the send.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ __all__ = [
     "delivery_status_changed",
     "post_send",
     "pre_send",
+    "recipient_unsubscribed",
     "webhook_received",
 ]
 
@@ -54,3 +62,4 @@ delivery_status_changed = Signal()
 webhook_received = Signal()
 pre_send = Signal()
 post_send = Signal()
+recipient_unsubscribed = Signal()

@@ -92,12 +92,20 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
         logger.warning("Paubox send_queued: %d message(s) without a valid payload", len(broken))
         records.mark_failed(broken, "The stored payload is missing or invalid", conf)
     recipients: dict[int, list[str]] = {}
-    for message_id, address in Delivery.objects.filter(message__in=rows).values_list(
-        "message_id", "recipient"
+    suppressed: dict[int, dict[str, str]] = {}  # left out when queued (suppression list)
+    for message_id, address, raw in Delivery.objects.filter(message__in=rows).values_list(
+        "message_id", "recipient", "raw_status"
     ):
         recipients.setdefault(message_id, []).append(address)
+        if raw.startswith(records.SUPPRESSED_RAW_STATUS + ":"):
+            suppressed.setdefault(message_id, {})[address] = raw.partition(": ")[2]
     prepared = [
-        Prepared(row=row, payload=row.payload or {}, recipients=recipients.get(row.pk, []))
+        Prepared(
+            row=row,
+            payload=row.payload or {},
+            recipients=recipients.get(row.pk, []),
+            suppressed=suppressed.get(row.pk, {}),
+        )
         for row in rows
         if row not in broken
     ]

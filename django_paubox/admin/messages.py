@@ -37,6 +37,7 @@ from .display import (
     status_badge,
 )
 from .inlines import DeliveryInline, WebhookEventInline
+from .listing import ListingFields, TagFilter
 from .message_actions import MessageActions
 
 
@@ -70,10 +71,10 @@ class ScheduledFilter(admin.SimpleListFilter):
 _WHOLE_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
-class MessageAdmin(ReadOnlyAdminMixin, MessageActions):
+class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
     list_display = ("disposition", "tracking", "sender", "recipients", "opened", "when")
     list_display_links = ("tracking",)
-    list_filter = ("status", "state", ScheduledFilter, "created_at", "sender_domain")
+    list_filter = ("status", "state", ScheduledFilter, TagFilter, "created_at", "sender_domain")
     search_fields = ("tracking_id", "deliveries__recipient", "subject", "from_email")
     search_help_text = (
         "Tracking id, recipient address, sender or subject. A whole address finds the "
@@ -107,6 +108,8 @@ class MessageAdmin(ReadOnlyAdminMixin, MessageActions):
                     "from_email",
                     "subject",
                     ("created_at", "sent_at", "scheduled_at"),
+                    ("tag_list", "metadata_list"),
+                    "suppressed_recipients",
                 )
             },
         ),
@@ -143,6 +146,9 @@ class MessageAdmin(ReadOnlyAdminMixin, MessageActions):
         "attempts",
         "receipt_checked_at",
         "next_receipt_check_at",
+        "tag_list",
+        "metadata_list",
+        "suppressed_recipients",
     )
     exclude = ("payload",)
 

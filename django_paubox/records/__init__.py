@@ -4,7 +4,8 @@ The backends, the webhook view, the management commands and the Celery tasks all
 functions, so that what a send, a receipt or an event does to the records is decided here once.
 Nothing here logs subjects, bodies or attachments. :mod:`.sends` holds the rows of sending
 (created before Paubox is called, then sent, failed, requeued, cancelled); :mod:`.dispositions`
-applies receipts and webhook events to deliveries.
+applies receipts and webhook events to deliveries; :mod:`.suppressions` keeps the suppression
+list.
 """
 
 from .dispositions import (
@@ -29,10 +30,17 @@ from .sends import (
     requeue,
     stale_outbox,
 )
+from .suppressions import (
+    SUPPRESSED_RAW_STATUS,
+    mark_suppressed,
+    suppress_hard_bounces,
+    suppressed_addresses,
+)
 
 __all__ = [
     "CANCELLED_RAW_STATUS",
     "DISPOSITION_FIELDS",
+    "SUPPRESSED_RAW_STATUS",
     "aggregate_status",
     "apply_receipt",
     "apply_receipts",
@@ -45,8 +53,11 @@ __all__ = [
     "mark_rescheduled",
     "mark_scheduled",
     "mark_sent",
+    "mark_suppressed",
     "refresh_message_status",
     "release_stale_claims",
     "requeue",
     "stale_outbox",
+    "suppress_hard_bounces",
+    "suppressed_addresses",
 ]

@@ -13,15 +13,18 @@ from django.utils import timezone
 from .. import signals
 from ..conf import PauboxSettings, get_settings
 from ..models import Delivery, Message, WebhookEvent
+from ..sending.metadata import read_ref
 from ..tracking.parsing import (
     Counters,
     Receipt,
     ReceiptDelivery,
+    WebhookEventData,
     normalise_address,
     parse_receipt,
     parse_webhook_event,
 )
 from ..tracking.statuses import RANK, Outcome, Status, advance, from_webhook_event, is_final
+from .suppressions import suppress_hard_bounces
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +289,7 @@ def apply_receipts(
         for delivery in (
             Delivery.objects.select_for_update().filter(message_id__in=list(locked)).order_by("pk")
         ):
+            delivery.message = locked[delivery.message_id]  # receivers read it: no query
             rows[delivery.message_id].append(delivery)
         before = {d.pk: _snapshot(d) for ds in rows.values() for d in ds}
         old_statuses = {d.pk: d.status for ds in rows.values() for d in ds}
@@ -330,6 +334,7 @@ def apply_receipts(
             Message.objects.bulk_update(
                 [row for _, _, row in applied], ["status", "receipt_checked_at"]
             )
+        suppress_hard_bounces(changes)
         _send_after_commit(changes)
     return results
 
@@ -398,6 +403,8 @@ def apply_webhook_event(
                 .filter(tracking_id=parsed.source_tracking_id)
                 .first()
             )
+        if message is None:
+            message = _linked_by_header(parsed)
         try:
             with transaction.atomic():
                 event = WebhookEvent.objects.create(
@@ -421,6 +428,7 @@ def apply_webhook_event(
             )
             delivery = _match(_by_recipient(deliveries), parsed.recipient)
             if delivery is not None:
+                delivery.message = message  # receivers read it: no query
                 before = {delivery.pk: _snapshot(delivery)}
                 old = {delivery.pk: delivery.status}
                 _apply_event(delivery, parsed.outcome, parsed.occurred_at, now)
@@ -434,8 +442,18 @@ def apply_webhook_event(
                     if new is not None and new != message.status:
                         Message.objects.filter(pk=message.pk).update(status=new)
                         message.status = new
+        suppress_hard_bounces(changes, conf)
         _send_after_commit(changes)
         transaction.on_commit(
             _robust(signals.webhook_received, sender=WebhookEvent, event=event, created=created)
         )
     return event, created
+
+
+def _linked_by_header(parsed: WebhookEventData) -> Message | None:
+    """The message an event names in its ``X-Paubox-Ref`` custom header (signed by us), when
+    its tracking id is unknown here. No query for events without such a header."""
+    pk = read_ref(parsed.custom_headers)
+    if pk is None:
+        return None
+    return Message.objects.select_for_update().filter(pk=pk).first()

@@ -46,6 +46,9 @@ def create_messages(
             created_at=now,
             next_attempt_at=now if state == Message.State.QUEUED else None,
             payload=payload if (keep_payload or conf.store_content) else None,
+            # paubox_metadata / paubox_tags, validated by the payload builder (not PHI).
+            metadata=payload.get("metadata") or {},
+            tags=payload.get("tags") or [],
         )
         for subject, from_email, recipients, payload in prepared
     ]

@@ -21,7 +21,9 @@ from ..client import PauboxClient
 from ..conf import PauboxSettings, get_settings
 from ..exceptions import PauboxAPIError, PauboxConnectionError, PauboxError, PauboxPayloadError
 from ..models import Message
+from .metadata import REF_HEADER, ref_value
 from .options import SCHEDULE_MARGIN, parse_send_at
+from .unsubscribe import unsubscribe_headers
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class Prepared:
     recipients: list[str] = field(default_factory=list)
     #: When Paubox is to send it, once it went through ``/schedule`` (``payload["send_at"]``).
     scheduled_for: datetime | None = None
+    #: Recipients left out because they are on the suppression list: ``{address: reason}``.
+    suppressed: dict[str, str] = field(default_factory=dict)
 
     @property
     def sender(self) -> str:
@@ -96,6 +100,8 @@ class Dispatcher:
 
     def dispatch(self, prepared: Sequence[Prepared]) -> DispatchResult:
         result = DispatchResult()
+        for item in prepared:
+            stamp_headers(item.payload, item.row.pk, self.conf)
         if len(prepared) == 1:
             self._send_one(prepared[0])
             self._record(prepared, result)
@@ -249,13 +255,17 @@ def post_send(item: Prepared, status: str | None = None) -> None:
     if status is None and item.tracking_id:
         status = "scheduled" if item.scheduled_for is not None else "sent"
     status = status or "failed"
+    outcomes = dict.fromkeys(item.recipients, status)
+    outcomes.update(dict.fromkeys(item.suppressed, "suppressed"))
     responses = signals.post_send.send_robust(
         sender=Message,
         message=item.email,
         record=item.row,
         tracking_id=item.tracking_id,
         error=item.error,
-        outcomes=dict.fromkeys(item.recipients, status),
+        outcomes=outcomes,
+        metadata=item.row.metadata,
+        tags=item.row.tags,
     )
     for receiver, response in responses:
         if isinstance(response, Exception):
@@ -264,6 +274,19 @@ def post_send(item: Prepared, status: str | None = None) -> None:
                 getattr(receiver, "__qualname__", receiver),
                 type(response).__name__,
             )
+
+
+def stamp_headers(payload: dict[str, Any], message_pk: int, conf: PauboxSettings) -> None:
+    """Headers that name the row, added once it exists: ``X-Paubox-Ref`` (links webhook
+    events whose tracking id is unknown here) and, when the message asked for one-click
+    unsubscribe (``payload["unsubscribe"]``, the address), ``List-Unsubscribe``."""
+    headers = payload.get("message", {}).get("headers")
+    if not isinstance(headers, dict):
+        return
+    headers[REF_HEADER] = ref_value(message_pk)
+    address = payload.get("unsubscribe")
+    if address and not any(name.lower() == "list-unsubscribe" for name in headers):
+        headers.update(unsubscribe_headers(address, message_pk, conf))
 
 
 def tag_email(item: Prepared) -> None:
@@ -305,7 +328,11 @@ def resend_stored(message: Message) -> Message:
         )
     sender = message.payload["message"].get("headers", {}).get("from") or message.from_email
     conf = get_settings().for_sender(sender)  # before the row: no key, nothing recorded
-    recipients = list(message.deliveries.values_list("kind", "recipient"))
+    recipients = [  # not those a suppression left out of the stored payload
+        (kind, address)
+        for kind, address, raw in message.deliveries.values_list("kind", "recipient", "raw_status")
+        if not raw.startswith(records.SUPPRESSED_RAW_STATUS + ":")
+    ]
     (row,) = records.create_messages(
         [(message.subject, message.from_email, recipients, message.payload)], conf
     )

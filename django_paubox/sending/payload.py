@@ -40,6 +40,7 @@ import base64
 import logging
 import mimetypes
 import re
+from collections.abc import Collection
 from email.message import Message as MIMEMessageBase
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -48,8 +49,9 @@ from django.core.mail import EmailMessage
 from django.utils.encoding import force_str
 
 from ..conf import PauboxSettings
-from ..exceptions import PauboxPayloadError
+from ..exceptions import PauboxPayloadError, RecipientsSuppressed
 from .addresses import ParsedAddress, parse_address, parse_address_list
+from .metadata import metadata_headers, read_metadata, read_tags
 from .text import LINE_BREAKS, is_control, text_of
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ def build_message(
     if by_kind["bcc"]:
         message["bcc"] = by_kind["bcc"]
     message["headers"] = _headers(email, conf)
+    message["headers"].update(metadata_headers(read_metadata(email), read_tags(email)))
     message["allowNonTLS"] = _flag(email, "paubox_allow_non_tls", conf.allow_non_tls)
     message["forceSecureNotification"] = _flag(
         email, "paubox_force_secure_notification", conf.force_secure_notification
@@ -137,6 +140,34 @@ def message_recipients(email: EmailMessage) -> list[tuple[str, str]]:
     address, as :func:`build_message` does.
     """
     return [(kind, address.addr_spec.lower()) for kind, address in _unique_recipients(email)]
+
+
+def without_recipients(message: dict[str, Any], addresses: Collection[str]) -> dict[str, Any]:
+    """``message`` (from :func:`build_message`) without the bare ``addresses`` (lower case).
+
+    Paubox needs a ``to``: when none is left, the cc recipients become ``to`` (they were shown
+    anyway). Raises :class:`RecipientsSuppressed` when nobody, or only bcc, is left (sending
+    it would show a bcc recipient's address in ``To``).
+    """
+    out = dict(message)
+    for key, kind in (("recipients", "to"), ("cc", "cc"), ("bcc", "bcc")):
+        kept = [
+            entry
+            for entry in message.get(key) or ()
+            if parse_address(entry, kind).addr_spec.lower() not in addresses
+        ]
+        if kept or key == "recipients":
+            out[key] = kept
+        else:
+            out.pop(key, None)
+    if not out["recipients"] and out.get("cc"):
+        out["recipients"] = out.pop("cc")
+    if not out["recipients"]:
+        raise RecipientsSuppressed(
+            "Not sent: every recipient is on the suppression list"
+            + (" (only bcc recipients were left)." if out.get("bcc") else ".")
+        )
+    return out
 
 
 def sendable_recipient_count(email: EmailMessage) -> int:

@@ -262,6 +262,8 @@ class WebhookEventData:
     occurred_at: datetime | None
     dedupe_key: str
     body: dict[str, Any]
+    #: ``payload.custom_headers``: the message's ``X-`` headers, echoed by Paubox.
+    custom_headers: dict[str, Any] = field(default_factory=dict)
 
 
 def dedupe_key(event_name: str, payload: dict[str, Any], body: dict[str, Any]) -> str:
@@ -327,4 +329,5 @@ def parse_webhook_event(data: object) -> WebhookEventData:
         occurred_at=parse_iso8601(time),
         dedupe_key=dedupe_key(event_name, payload, data),
         body=data,
+        custom_headers=custom_headers or {},
     )
