@@ -122,7 +122,7 @@ def run(quick: bool) -> Result:
         f"the measured limit took {seconds(limit_timer.seconds)} ({limit_accepted:,} accepted); "
         f"ours spent {seconds(ours.seconds - limit_timer.seconds)} beyond the limit (payloads, "
         f"rows, JSON) and sent {counted.count:,} statements to the database for {n:,} messages "
-        "(BEGIN/COMMIT not included; the SDK and the limit record nothing)."
+        "(as an execute_wrapper counts them; the SDK and the limit record nothing)."
     )
     result.note(
         f"send_mass_mail returned {sent:,}; sandbox captured {ours_captured:,}; rows sent: "
