@@ -6,8 +6,8 @@ connections, in another process) sends Paubox-shaped events for messages the app
 of them exact duplicates of the thread's latest event (often still in flight on another
 connection: the race the unique key must win). The sides alternate in short phases (webhook,
 floor, floor, webhook, twice, at full size) so that drift on a shared machine hits both alike;
-each phase has messages and event ids of its own. The result is the webhook's throughput as a ratio of the
-floor's, with both sides' latency and CPU per event.
+each phase has messages and event ids of its own. The result is the webhook's throughput as a
+ratio of the floor's, with both sides' latency and CPU per event.
 
 After the load, every distinct event of every phase must be stored exactly once, for both
 sides: events whose request was cut off when wrk stopped (at most one per connection) are
