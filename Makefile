@@ -46,9 +46,10 @@ packaging:  ## build sdist and wheel, twine check, install the wheel in a clean 
 tox:  ## every tox environment this machine has Pythons for
 	$(VENV)/bin/tox -p auto
 
-bench:  ## the benchmarks (bench/results/latest.md; QUICK=1 for a smoke-sized run)
+bench:  ## the benchmarks (bench/results/latest.md; QUICK=1 smoke-sized, ONLY=a,b, PROFILE=1)
 	$(PY) -m pip install -q -e ".[dev,bench]"
-	$(PY) -m bench $(if $(QUICK),--quick,)
+	@command -v wrk >/dev/null || echo "wrk is missing (apt-get install wrk): the webhooks benchmark will fail"
+	$(PY) -m bench $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),) $(if $(PROFILE),--profile,)
 
 screenshots:  ## refresh docs/img/ from the browser test
 	DJANGO_PAUBOX_SCREENSHOTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_browser.py

@@ -1,11 +1,14 @@
 """2. Bulk: ``send_mass_mail`` of 1,000 messages with 50 ms per API call, versus the SDK loop.
 
 The physical limit is the number of round trips: 20 bulk requests of 50 instead of 1,000 single
-ones, so 50×. Also counts the HTTP requests and database queries the 1,000 messages cost.
+ones, so 50×. It is also measured in the same run (bench/wire.py): the same 20 bulk bodies,
+built before the clock starts, POSTed one after the other on one kept-alive connection, nothing
+recorded. Also counts the HTTP requests and database queries the 1,000 messages cost.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 from django.core.mail import get_connection, send_mass_mail
@@ -17,9 +20,11 @@ from . import common
 from .db import count_queries, empty_paubox_tables
 from .report import Result, ratio, seconds
 from .sandbox import API_KEY, SandboxProcess
+from .wire import Wire
 
 KEY = "bulk"
 TITLE = "2. Bulk send_mass_mail"
+#: Issue #13: at least 40 times the SDK's loop, of a limit of 50 (20 requests instead of 1,000).
 TARGET = 40.0
 LATENCY_MS = 50.0
 BATCH = 50
@@ -66,17 +71,41 @@ def run(quick: bool) -> Result:
                 sdk.send(mail)
         sdk_requests = sandbox.api_requests()
 
+        # The limit: the same batches as prebuilt bulk bodies on one kept-alive connection.
+        bodies = [
+            Wire.bulk_body([common.sdk_mail("wire", i, html=False)["data"]["message"]
+                            for i in range(start, min(start + BATCH, n))])
+            for start in range(0, n, BATCH)
+        ]  # fmt: skip
+        with Wire(sandbox.base_url, f"Token token={API_KEY}") as wire:
+            wire.post(
+                "bulk_messages", Wire.bulk_body([common.sdk_mail("warm", 8)["data"]["message"]])
+            )
+            limit_timer = common.Timer()
+            with limit_timer.measure():
+                answers = [json.loads(wire.post("bulk_messages", body)) for body in bodies]
+        limit_accepted = sum(len(a["messages"]) for a in answers)
+
     speedup = baseline.seconds / ours.seconds
     batches = math.ceil(n / BATCH)
     limit = n / batches
     ideal = batches * LATENCY_MS / 1000
     result.row(
-        "wall time",
+        "speed: the SDK loop's wall time / ours",
         seconds(ours.seconds),
         seconds(baseline.seconds) + " (SDK loop)",
         ratio(baseline.seconds, ours.seconds),
-        f"≥ {TARGET:.0f}× (limit {limit:.0f}×)",
+        f"≥ {TARGET:.0f}× (#13; limit {limit:.0f}×)",
         speedup >= TARGET,
+    )
+    of_limit = limit_timer.seconds / ours.seconds
+    result.row(
+        "speed against the limit: its wall time / ours",
+        seconds(ours.seconds),
+        seconds(limit_timer.seconds) + " (limit: bench/wire.py)",
+        f"{of_limit:.2f}×",
+        f"≥ {TARGET / limit:.1f}× (= {TARGET:.0f}× / {limit:.0f}×)",
+        of_limit >= TARGET / limit,
     )
     ours_http = sum(ours_requests.values())
     sdk_http = sum(sdk_requests.values())
@@ -88,10 +117,12 @@ def run(quick: bool) -> Result:
         f"{batches} (batches of {BATCH})",
         ours_http == batches,
     )
-    result.row(f"database queries per {n:,}", f"{counted.count:,}", "0 (records nothing)")
     result.note(
         f"Time floor from round trips alone: {batches} × {LATENCY_MS:.0f} ms = {seconds(ideal)}; "
-        f"ours spent {seconds(ours.seconds - ideal)} beyond it (payloads, rows, JSON)."
+        f"the measured limit took {seconds(limit_timer.seconds)} ({limit_accepted:,} accepted); "
+        f"ours spent {seconds(ours.seconds - limit_timer.seconds)} beyond the limit (payloads, "
+        f"rows, JSON) and sent {counted.count:,} statements to the database for {n:,} messages "
+        "(as an execute_wrapper counts them; the SDK and the limit record nothing)."
     )
     result.note(
         f"send_mass_mail returned {sent:,}; sandbox captured {ours_captured:,}; rows sent: "

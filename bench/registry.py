@@ -21,6 +21,7 @@ class Benchmark:
 
 
 BENCHMARKS = (
+    Benchmark("statements", "bench.statements", 120),
     Benchmark("single", "bench.single", 300),
     Benchmark("bulk", "bench.bulk", 300),
     Benchmark("receipts", "bench.receipts", 400),

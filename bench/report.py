@@ -13,7 +13,12 @@ from typing import Any
 
 @dataclass
 class Row:
-    """One line of the table: a measure of ours, the baseline's, their ratio and the target."""
+    """One line of the table: a measure of ours, the baseline's, their ratio and the target.
+
+    The ratio is the result: the baseline is measured in the same run (the SDK, the physical
+    limit, a floor written plainly, stock Django), because absolute figures on a shared
+    machine drift by several times from day to day while ratios hold.
+    """
 
     measure: str
     ours: str
@@ -97,6 +102,9 @@ def markdown(results: list[Result], *, mode: str, database: str) -> str:
         f"{when} · commit {_commit()} · {mode} · database: {database} · "
         f"Python {platform.python_version()} · "
         f"{os.cpu_count()} CPUs · sandbox in its own process on loopback",
+        "",
+        "The ratio is the result: each baseline is measured in the same run. Absolute figures "
+        "drift with the machine's load; compare ratios between runs, not milliseconds.",
         "",
         "| Benchmark | Measure | django-paubox | Baseline | Ratio | Target | Met |",
         "|---|---|---:|---:|---:|---|:-:|",
