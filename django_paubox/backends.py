@@ -21,7 +21,7 @@ from django.db import transaction
 from . import records, signals
 from .client import PauboxClient, shared_client
 from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxPayloadError
+from .exceptions import PauboxHeaderError, PauboxPayloadError
 from .models import Message
 from .sending import payload as payloads
 from .sending.dispatch import Dispatcher, DispatchResult, Prepared, post_send, tag_email
@@ -138,6 +138,14 @@ def _raw_recipients(email: EmailMessage) -> list[tuple[str, str]]:
     return [(kind, address) for address, kind in seen.items()]
 
 
+def _raise_header_error(refused: Sequence[Prepared]) -> None:
+    """Header injection raises ``BadHeaderError`` even with ``fail_silently``, as Django's own
+    backends do; the message was refused (and recorded) before any HTTP, the others went on."""
+    for item in refused:
+        if isinstance(item.error, PauboxHeaderError):
+            raise item.error
+
+
 class PauboxEmailBackend(PauboxBackendBase):
     """Sends during the call: ``EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"``.
 
@@ -190,6 +198,7 @@ class PauboxEmailBackend(PauboxBackendBase):
             finally:
                 if new_connection:
                     self.close()
+        _raise_header_error(refused)
         error = result.first_error
         if error is not None and not self.fail_silently:
             raise error
@@ -222,6 +231,7 @@ class PauboxCeleryEmailBackend(PauboxBackendBase):
 
             batch_size = self.conf.batch_size
             transaction.on_commit(lambda: enqueue(ids, batch_size))
+        _raise_header_error(refused)
         error = next((item.error for item in refused if item.error is not None), None)
         if error is not None and not self.fail_silently:
             raise error

@@ -18,6 +18,7 @@ from .dispositions import (
 from .sends import (
     CANCELLED_RAW_STATUS,
     claim_queued,
+    clashing_tracking_ids,
     create_messages,
     mark_cancelled,
     mark_enqueued,
@@ -26,6 +27,7 @@ from .sends import (
     mark_scheduled,
     mark_sent,
     release_stale_claims,
+    renew_claims,
     requeue,
     stale_outbox,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "apply_receipts",
     "apply_webhook_event",
     "claim_queued",
+    "clashing_tracking_ids",
     "create_messages",
     "mark_cancelled",
     "mark_enqueued",
@@ -47,6 +50,7 @@ __all__ = [
     "mark_sent",
     "refresh_message_status",
     "release_stale_claims",
+    "renew_claims",
     "requeue",
     "stale_outbox",
 ]
