@@ -94,7 +94,12 @@ class PauboxBackendBase(BaseEmailBackend):
                 for email, body, rcpts in ready
             ]
             + [
-                (str(email.subject), str(email.from_email), _raw_recipients(email), {})
+                (
+                    _storable(str(email.subject)),
+                    _storable(str(email.from_email)),
+                    _raw_recipients(email),
+                    {},
+                )
                 for email, _ in refused
             ],
             self.conf,
@@ -134,8 +139,13 @@ def _raw_recipients(email: EmailMessage) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for kind, addresses in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)):
         for address in addresses:
-            seen.setdefault(str(address).strip().lower()[:320], kind)
+            seen.setdefault(_storable(str(address)).strip().lower()[:320], kind)
     return [(kind, address) for address, kind in seen.items()]
+
+
+def _storable(text: str) -> str:
+    """Text of a refused message as a database can store it: PostgreSQL refuses NUL."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _raise_header_error(refused: Sequence[Prepared]) -> None:

@@ -98,3 +98,4 @@ def test_other_control_characters_stay_plain_payload_errors(paubox_sandbox):
     with pytest.raises(PauboxPayloadError) as info:
         get_connection().send_messages([injected(to=["p\x00@example.com"])])
     assert not isinstance(info.value, BadHeaderError)
+    assert Message.objects.get().state == "failed"  # recorded, NUL and all (PostgreSQL too)

@@ -8,11 +8,14 @@ Paubox's anonymous POSTs under Django 5.1's ``LoginRequiredMiddleware``.
 
 from __future__ import annotations
 
+import importlib
 import json
 from datetime import datetime, timedelta, timezone
 
 import django
 import pytest
+from django.apps import apps as global_apps
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -116,3 +119,28 @@ def test_webhook_answers_paubox_under_login_required_middleware(client: Client, 
     # The admin still asks staff to log in: only Paubox's endpoint is exempt.
     admin = client.get(reverse("admin:django_paubox_message_changelist"))
     assert admin.status_code == 302
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="only PostgreSQL could store such a time"
+)
+def test_migration_forgets_times_stored_before_the_fix(admin_client: Client):
+    """Rows a 0.1 webhook stored on PostgreSQL: the admin answered 500 until they were purged."""
+    sent_message(("patient@example.com",), tracking_id="track-1")
+    post_event(Client(), "2022-04-18T20:27:25.379Z")
+    event, delivery = WebhookEvent.objects.get(), Delivery.objects.get()
+    with connection.cursor() as cursor:
+        for table, column, pk, value in [
+            (WebhookEvent._meta.db_table, "occurred_at", event.pk, "0001-01-01 00:00:00+14"),
+            (Delivery._meta.db_table, "delivered_at", delivery.pk, "9999-12-31 23:59:59-14"),
+        ]:
+            cursor.execute(f"UPDATE {table} SET {column} = %s WHERE id = %s", [value, pk])  # noqa: S608
+    event_page = reverse("admin:django_paubox_webhookevent_change", args=[event.pk])
+    migration = importlib.import_module(
+        "django_paubox.migrations.0003_reliability_implausible_times"
+    )
+    migration.forget_implausible_times(global_apps, None)
+    assert admin_client.get(event_page).status_code == 200
+    assert admin_client.get(reverse("admin:django_paubox_delivery_changelist")).status_code == 200
+    assert WebhookEvent.objects.get().occurred_at is None
+    assert Delivery.objects.get().delivered_at is None
