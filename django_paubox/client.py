@@ -263,6 +263,9 @@ class PauboxClient:
         url = f"{self.base_url}/{endpoint}"
         started = time.monotonic()
         try:
+            # A redirected POST would be re-sent elsewhere (307) or turned into a GET (302)
+            # whose answer we would take for the send's: a 3xx is answered as what it is.
+            kwargs.setdefault("allow_redirects", method == "GET")
             response = self.session.request(method, url, timeout=self.conf.timeout, **kwargs)
         except requests.RequestException as exc:
             sent = method != "GET" and _may_have_been_sent(exc)

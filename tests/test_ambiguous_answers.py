@@ -99,6 +99,15 @@ def test_single_success_without_a_usable_id_is_ambiguous(canned, answer):
     assert info.value.may_have_been_sent
 
 
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_redirected_send_is_not_followed(canned, status):
+    canned.add(status, "", Location=canned.url + "clinic/messages")
+    canned.add(200, json.dumps({"sourceTrackingId": "followed"}))
+    with client_for(canned.url) as client, pytest.raises(PauboxAmbiguousResponse):
+        client.send_message(MESSAGE)
+    assert len(canned.requests) == 1
+
+
 def test_error_body_with_status_200_stays_a_refusal(canned):
     canned.add(200, json.dumps({"error": "Template 'x' not found"}))
     with client_for(canned.url) as client, pytest.raises(PauboxAPIError) as info:
