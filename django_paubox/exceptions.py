@@ -6,10 +6,9 @@ contains the API key or message content: they end up in logs and in the admin.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.mail import BadHeaderError
 
 
 class PauboxError(Exception):
@@ -24,12 +23,37 @@ class PauboxPayloadError(PauboxError, ValueError):
     """A message cannot be sent through Paubox as it is; raised before any HTTP."""
 
 
-class PauboxHeaderError(PauboxPayloadError, BadHeaderError):
-    """A line break in a subject, header value or address (header injection).
+_HEADER_ERROR_DOC = """A line break in a subject, header value or address (header injection).
 
     Also Django's ``BadHeaderError``, so that a view written as Django's docs teach catches it;
     raised before any HTTP, with or without ``fail_silently``, as Django's own backends do.
     """
+
+if TYPE_CHECKING:
+    from django.core.mail import BadHeaderError
+
+    class PauboxHeaderError(PauboxPayloadError, BadHeaderError):
+        __doc__ = _HEADER_ERROR_DOC
+
+
+def _header_error_class() -> type[PauboxPayloadError]:
+    """``PauboxHeaderError``, made on first use: ``BadHeaderError`` lives in Django's mail
+    package, which imports settings, and the sandbox imports this module without a project."""
+    from django.core.mail import BadHeaderError
+
+    cls = type(
+        "PauboxHeaderError",
+        (PauboxPayloadError, BadHeaderError),
+        {"__doc__": _HEADER_ERROR_DOC, "__module__": __name__},
+    )
+    globals()["PauboxHeaderError"] = cls
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PauboxHeaderError":
+        return _header_error_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PauboxConnectionError(PauboxError):
