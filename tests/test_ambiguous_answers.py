@@ -180,6 +180,16 @@ def test_a_4xx_refusal_of_a_batch_is_still_retried_one_by_one(canned):
     assert [p for _, p, _, _ in canned.requests][1:] == ["/v1/clinic/messages"] * 2
 
 
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_batch_refused_for_credentials_or_url_is_not_retried_one_by_one(canned, status):
+    canned.add(status, json.dumps({"errors": [{"code": status, "title": "No"}]}))
+    with pytest.raises(PauboxAPIError) as info:
+        get_connection().send_messages(make(3))
+    assert info.value.status == status
+    assert len(canned.requests) == 1
+    assert set(Message.objects.values_list("state", "error_status")) == {("failed", status)}
+
+
 def test_deeply_nested_answer_fails_the_row_with_a_reason(canned):
     canned.add(200, DEEP)
     messages = make(1)
