@@ -21,7 +21,7 @@ from django.db import transaction
 from . import records, signals
 from .client import PauboxClient, shared_client
 from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxPayloadError, RecipientsSuppressed
+from .exceptions import PauboxHeaderError, PauboxPayloadError, RecipientsSuppressed
 from .models import Message
 from .sending import payload as payloads
 from .sending.dispatch import Dispatcher, DispatchResult, Prepared, post_send, tag_email
@@ -100,7 +100,12 @@ class PauboxBackendBase(BaseEmailBackend):
                 for email, body, rcpts in ready
             ]
             + [
-                (str(email.subject), str(email.from_email), _raw_recipients(email), {})
+                (
+                    _storable(str(email.subject)),
+                    _storable(str(email.from_email)),
+                    _raw_recipients(email),
+                    {},
+                )
                 for email, _ in refused
             ],
             self.conf,
@@ -202,8 +207,21 @@ def _raw_recipients(email: EmailMessage) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for kind, addresses in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)):
         for address in addresses:
-            seen.setdefault(str(address).strip().lower()[:320], kind)
+            seen.setdefault(_storable(str(address)).strip().lower()[:320], kind)
     return [(kind, address) for address, kind in seen.items()]
+
+
+def _storable(text: str) -> str:
+    """Text of a refused message as a database can store it: PostgreSQL refuses NUL."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _raise_header_error(refused: Sequence[Prepared]) -> None:
+    """Header injection raises ``BadHeaderError`` even with ``fail_silently``, as Django's own
+    backends do; the message was refused (and recorded) before any HTTP, the others went on."""
+    for item in refused:
+        if isinstance(item.error, PauboxHeaderError):
+            raise item.error
 
 
 class PauboxEmailBackend(PauboxBackendBase):
@@ -258,6 +276,7 @@ class PauboxEmailBackend(PauboxBackendBase):
             finally:
                 if new_connection:
                     self.close()
+        _raise_header_error(refused)
         error = result.first_error
         if error is not None and not self.fail_silently:
             raise error
@@ -290,6 +309,7 @@ class PauboxCeleryEmailBackend(PauboxBackendBase):
 
             batch_size = self.conf.batch_size
             transaction.on_commit(lambda: enqueue(ids, batch_size))
+        _raise_header_error(refused)
         error = next((item.error for item in refused if item.error is not None), None)
         if error is not None and not self.fail_silently:
             raise error

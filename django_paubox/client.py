@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -27,7 +28,12 @@ from urllib3.util.retry import Retry
 
 from . import __version__
 from .conf import PauboxSettings, get_settings
-from .exceptions import BulkItemError, PauboxAPIError, PauboxConnectionError
+from .exceptions import (
+    BulkItemError,
+    PauboxAmbiguousResponse,
+    PauboxAPIError,
+    PauboxConnectionError,
+)
 from .sending import bodies
 
 logger = logging.getLogger(__name__)
@@ -38,6 +44,8 @@ HINT_401 = (
     'Check PAUBOX["API_KEY"] and PAUBOX["API_USERNAME"]: Paubox answers 401 when the key is '
     "missing, wrong, or was issued for another endpoint username or sending domain"
 )
+#: The longest tracking id we store (``Message.tracking_id``); a longer one cannot be recorded.
+MAX_TRACKING_ID_LENGTH = 255
 HINT_HTML_404 = (
     "Paubox's gateway answered with an HTML page, which means the URL is wrong: check "
     'PAUBOX["API_URL"] and PAUBOX["API_USERNAME"] (requested {url})'
@@ -127,25 +135,14 @@ class PauboxClient:
     def send_bulk(self, messages: Sequence[Mapping[str, Any]]) -> list[str | PauboxAPIError]:
         """POST /bulk_messages; one tracking id per message, in order.
 
-        An entry Paubox answered without a tracking id comes back as a :class:`BulkItemError`
-        in its place, so that one odd answer does not discard the ids of the others.
+        An entry Paubox answered without a usable tracking id comes back as a
+        :class:`BulkItemError` in its place, so that one odd answer does not discard the ids of
+        the others. A success whose body is not one result per message raises
+        :class:`PauboxAmbiguousResponse`: Paubox probably took the batch, so it is never
+        mistaken for a refusal (which would send every message again, one by one).
         """
         data = self._request("POST", "bulk_messages", json=bodies.bulk_send_body(messages))
-        items = data.get("messages") if isinstance(data, dict) else None
-        if not isinstance(items, list) or len(items) != len(messages):
-            raise PauboxAPIError(
-                200,
-                title="Unexpected bulk response",
-                details=f"expected {len(messages)} results in 'messages', got "
-                + (str(len(items)) if isinstance(items, list) else "none"),
-            )
-        results: list[str | PauboxAPIError] = []
-        for item in items:
-            try:
-                results.append(_tracking_id_of(item, status=200))
-            except PauboxAPIError as error:
-                results.append(BulkItemError(200, title=error.title, details=error.details))
-        return results
+        return _bulk_results(data, len(messages))
 
     def get_receipt(self, tracking_id: str) -> dict[str, Any]:
         """GET /message_receipt; the parsed body. Unknown ids raise PauboxAPIError (404)."""
@@ -266,6 +263,9 @@ class PauboxClient:
         url = f"{self.base_url}/{endpoint}"
         started = time.monotonic()
         try:
+            # A redirected POST would be re-sent elsewhere (307) or turned into a GET (302)
+            # whose answer we would take for the send's: a 3xx is answered as what it is.
+            kwargs.setdefault("allow_redirects", method == "GET")
             response = self.session.request(method, url, timeout=self.conf.timeout, **kwargs)
         except requests.RequestException as exc:
             sent = method != "GET" and _may_have_been_sent(exc)
@@ -288,8 +288,10 @@ class PauboxClient:
             raise api_error_from_response(response)
         try:
             return response.json()
-        except ValueError:
-            raise PauboxAPIError(
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to read
+            # A success Paubox may have acted on: for anything but a GET, ambiguous.
+            error_class = PauboxAPIError if method == "GET" else PauboxAmbiguousResponse
+            raise error_class(
                 response.status_code,
                 title="Unreadable response",
                 details=f"Paubox answered {response.status_code} with a body that is not JSON "
@@ -299,16 +301,69 @@ class PauboxClient:
 
 
 def _tracking_id_of(data: Any, *, status: int) -> str:
+    """The ``sourceTrackingId`` of a successful send.
+
+    An error in the body (``{"error": ...}``, e.g. an unknown template) is Paubox's refusal;
+    any other answer without a usable id is ambiguous: Paubox answered success, so it probably
+    took the message.
+    """
+    details = "Paubox returned no sourceTrackingId"
     if isinstance(data, dict):
         tracking_id = data.get("sourceTrackingId")
-        if isinstance(tracking_id, str) and tracking_id:
-            return tracking_id
-        error = _error_in_body(data, status=status)
-        if error is not None:
-            raise error
-    raise PauboxAPIError(
-        status, title="Unexpected response", details="Paubox returned no sourceTrackingId"
-    )
+        if isinstance(tracking_id, str) and tracking_id.strip():
+            if len(tracking_id) <= MAX_TRACKING_ID_LENGTH:
+                return tracking_id
+            details = (
+                f"Paubox returned a sourceTrackingId of {len(tracking_id)} characters, longer "
+                f"than the {MAX_TRACKING_ID_LENGTH} that can be recorded"
+            )
+        else:
+            error = _error_in_body(data, status=status)
+            if error is not None:
+                raise error
+    raise PauboxAmbiguousResponse(status, title="Unexpected response", details=details)
+
+
+def _bulk_results(data: Any, expected: int) -> list[str | PauboxAPIError]:
+    """One tracking id (or :class:`BulkItemError`) per message of an accepted bulk request."""
+    items = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != expected:
+        got = str(len(items)) if isinstance(items, list) else "none"
+        said = _error_in_body(data) if isinstance(data, dict) else None
+        raise PauboxAmbiguousResponse(
+            200,
+            title="Unexpected bulk response",
+            details=f"expected {expected} results in 'messages', got {got}"
+            + (f" ({said.title or said.details})" if said is not None else ""),
+        )
+    results: list[str | PauboxAPIError] = []
+    for item in items:
+        try:
+            results.append(_tracking_id_of(item, status=200))
+        except PauboxAPIError as error:
+            results.append(
+                BulkItemError(
+                    200,
+                    title=error.title,
+                    details=error.details,
+                    may_have_been_sent=error.may_have_been_sent,
+                )
+            )
+    counts = Counter(r for r in results if isinstance(r, str))
+    repeated = {tracking_id for tracking_id, count in counts.items() if count > 1}
+    if repeated:  # which message has the id? Unknowable: none of them is recorded as sent
+        results = [
+            BulkItemError(
+                200,
+                title="Unexpected bulk response",
+                details="Paubox gave the same sourceTrackingId to several messages",
+                may_have_been_sent=True,
+            )
+            if isinstance(r, str) and r in repeated
+            else r
+            for r in results
+        ]
+    return results
 
 
 def _template_of(data: Any, *, default_id: str | None = None) -> dict[str, Any]:
@@ -396,7 +451,7 @@ def api_error_from_response(response: requests.Response) -> PauboxAPIError:
     request_id = _request_id(response)
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
         return _error_from_json(status, data, request_id=request_id)

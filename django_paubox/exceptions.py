@@ -6,7 +6,7 @@ contains the API key or message content: they end up in logs and in the admin.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -21,6 +21,39 @@ class PauboxConfigError(PauboxError, ImproperlyConfigured):
 
 class PauboxPayloadError(PauboxError, ValueError):
     """A message cannot be sent through Paubox as it is; raised before any HTTP."""
+
+
+_HEADER_ERROR_DOC = """A line break in a subject, header value or address (header injection).
+
+    Also Django's ``BadHeaderError``, so that a view written as Django's docs teach catches it;
+    raised before any HTTP, with or without ``fail_silently``, as Django's own backends do.
+    """
+
+if TYPE_CHECKING:
+    from django.core.mail import BadHeaderError
+
+    class PauboxHeaderError(PauboxPayloadError, BadHeaderError):
+        __doc__ = _HEADER_ERROR_DOC
+
+
+def _header_error_class() -> type[PauboxPayloadError]:
+    """``PauboxHeaderError``, made on first use: ``BadHeaderError`` lives in Django's mail
+    package, which imports settings, and the sandbox imports this module without a project."""
+    from django.core.mail import BadHeaderError
+
+    cls = type(
+        "PauboxHeaderError",
+        (PauboxPayloadError, BadHeaderError),
+        {"__doc__": _HEADER_ERROR_DOC, "__module__": __name__},
+    )
+    globals()["PauboxHeaderError"] = cls
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PauboxHeaderError":
+        return _header_error_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PauboxConnectionError(PauboxError):
@@ -54,6 +87,8 @@ class PauboxAPIError(PauboxError):
     Attributes hold what Paubox said: ``status`` (HTTP), and from the first error of its body
     ``code``, ``title`` and ``details``; ``request_id`` when the response carried one;
     ``tracking_id`` for receipt look-ups; ``hint`` is our own advice (401, HTML 404).
+    ``may_have_been_sent`` is true when Paubox may have taken the request all the same (see
+    :class:`PauboxAmbiguousResponse`): sending again could deliver the message twice.
     """
 
     def __init__(
@@ -67,8 +102,10 @@ class PauboxAPIError(PauboxError):
         tracking_id: str = "",
         hint: str = "",
         errors: list[dict[str, Any]] | None = None,
+        may_have_been_sent: bool = False,
     ) -> None:
         self.status = status
+        self.may_have_been_sent = may_have_been_sent
         self.code = code
         self.title = title
         self.details = details
@@ -92,14 +129,33 @@ class PauboxAPIError(PauboxError):
             text += f" (request id {self.request_id})"
         if self.hint:
             text += f". {self.hint}"
+        if self.may_have_been_sent:
+            text += ". The request may have reached Paubox: it was not sent again"
         return text
 
     def __repr__(self) -> str:
         return f"PauboxAPIError(status={self.status!r}, title={self.title!r})"
 
 
+class PauboxAmbiguousResponse(PauboxAPIError):
+    """Paubox answered a send with success (2xx) but an answer we cannot use.
+
+    A body that is not JSON, has no usable ``sourceTrackingId`` (missing, too long to store,
+    given twice) or, for ``/bulk_messages``, not one result per message: Paubox probably took
+    the request, so this is never a refusal and the message is not sent again (unless
+    ``RESEND_AMBIGUOUS``), exactly like a read timeout.
+    """
+
+    def __init__(self, status: int, **kwargs: Any) -> None:
+        kwargs.setdefault("may_have_been_sent", True)
+        super().__init__(status, **kwargs)
+
+
 class BulkItemError(PauboxAPIError):
-    """One message of an accepted bulk request that Paubox answered without a tracking id."""
+    """One message of an accepted bulk request that Paubox answered without a tracking id.
+
+    ``may_have_been_sent`` is true unless Paubox's entry for it said why it was refused.
+    """
 
 
 class NotScheduled(PauboxError, ValueError):

@@ -450,7 +450,7 @@ BAD_EVENTS = [
     pytest.param(_payload(id="x" * 256), id="id-too-long"),
     pytest.param(_payload(id=2**70), id="id-too-big"),
     pytest.param(_payload(source_tracking_id=123), id="tracking-id-number"),
-    pytest.param(_payload(source_tracking_id="x" * 65), id="tracking-id-too-long"),
+    pytest.param(_payload(source_tracking_id="x" * 256), id="tracking-id-too-long"),
     pytest.param(_payload(to=["patient@example.com"]), id="to-list"),
     pytest.param(_payload(to="a" * 400 + "@example.com"), id="to-too-long"),
     pytest.param(_payload(time=1650313645), id="time-number"),

@@ -19,6 +19,7 @@ from .dispositions import (
 from .sends import (
     CANCELLED_RAW_STATUS,
     claim_queued,
+    clashing_tracking_ids,
     create_messages,
     mark_cancelled,
     mark_enqueued,
@@ -27,6 +28,7 @@ from .sends import (
     mark_scheduled,
     mark_sent,
     release_stale_claims,
+    renew_claims,
     requeue,
     stale_outbox,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "apply_receipts",
     "apply_webhook_event",
     "claim_queued",
+    "clashing_tracking_ids",
     "create_messages",
     "mark_cancelled",
     "mark_enqueued",
@@ -56,6 +59,7 @@ __all__ = [
     "mark_suppressed",
     "refresh_message_status",
     "release_stale_claims",
+    "renew_claims",
     "requeue",
     "stale_outbox",
     "suppress_hard_bounces",

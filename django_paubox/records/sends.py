@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ..conf import PauboxSettings, sender_domain
@@ -32,7 +32,8 @@ def create_messages(
     ``prepared`` holds ``(subject, from_email, recipients, payload)`` where ``recipients`` is
     ``[(kind, address), ...]``. Two bulk inserts however many messages there are.
     ``keep_payload`` stores the Paubox payload (PHI) on the row: the Celery outbox needs it
-    until the send; ``STORE_CONTENT`` keeps it afterwards.
+    until the send; ``STORE_CONTENT`` keeps it afterwards. A row created ``sending`` (the plain
+    backend) is claimed from now: if the process dies mid-send, the sweeper finds it stale.
     """
     now = timezone.now()
     messages = [
@@ -45,6 +46,7 @@ def create_messages(
             recipient_count=len(recipients),
             created_at=now,
             next_attempt_at=now if state == Message.State.QUEUED else None,
+            claimed_at=now if state == Message.State.SENDING else None,
             payload=payload if (keep_payload or conf.store_content) else None,
             # paubox_metadata / paubox_tags, validated by the payload builder (not PHI).
             metadata=payload.get("metadata") or {},
@@ -131,6 +133,20 @@ def _mark_accepted(
                     next_receipt_check_at=message.next_receipt_check_at,
                     **common,
                 )
+
+
+def clashing_tracking_ids(accepted: Sequence[tuple[int, str]]) -> set[int]:
+    """Of ``(row id, tracking id)`` pairs, the rows whose id cannot be recorded: another row
+    has it already, or two of them share it (the column is unique). One indexed query."""
+    counts: dict[str, int] = {}
+    for _, tracking_id in accepted:
+        counts[tracking_id] = counts.get(tracking_id, 0) + 1
+    taken = set(
+        Message.objects.filter(tracking_id__in=list(counts))
+        .exclude(pk__in=[pk for pk, _ in accepted])
+        .values_list("tracking_id", flat=True)
+    )
+    return {pk for pk, tracking_id in accepted if counts[tracking_id] > 1 or tracking_id in taken}
 
 
 def _set_tracking_ids(pairs: Sequence[tuple[int, str]]) -> None:
@@ -231,11 +247,28 @@ def claim_queued(message_ids: Sequence[int]) -> list[Message]:
     return list(Message.objects.filter(pk__in=ids).order_by("pk"))
 
 
+def renew_claims(messages: Sequence[Message]) -> None:
+    """Restart the staleness clock of rows about to be sent (a later batch of a long send)."""
+    now = timezone.now()
+    for message in messages:
+        message.claimed_at = now
+    Message.objects.filter(pk__in=[m.pk for m in messages], state=Message.State.SENDING).update(
+        claimed_at=now
+    )
+
+
 def stale_outbox(conf: PauboxSettings) -> tuple[list[int], list[int]]:
-    """Ids of messages a dead broker or worker left behind: (queued too long, claimed too long)."""
+    """Ids of messages a dead broker or process left behind: (queued too long, sending too long).
+
+    A row is stale once it has been claimed (by a worker, or by the plain backend when it wrote
+    the row) for ``OUTBOX_STALE_SECONDS``; a ``sending`` row without a claim time (written
+    before 0.2 by the plain backend) once it is that old.
+    """
     cutoff = timezone.now() - timedelta(seconds=conf.outbox_stale_seconds)
     queued = Message.objects.filter(state=Message.State.QUEUED, next_attempt_at__lte=cutoff)
-    claimed = Message.objects.filter(state=Message.State.SENDING, claimed_at__lte=cutoff)
+    claimed = Message.objects.filter(state=Message.State.SENDING).filter(
+        Q(claimed_at__lte=cutoff) | Q(claimed_at__isnull=True, created_at__lte=cutoff)
+    )
     return (
         list(queued.order_by("pk").values_list("pk", flat=True)),
         list(claimed.order_by("pk").values_list("pk", flat=True)),
@@ -250,17 +283,27 @@ def mark_enqueued(message_ids: Sequence[int]) -> None:
 
 
 def release_stale_claims(message_ids: Sequence[int], conf: PauboxSettings) -> list[int]:
-    """Settle messages whose worker died while sending them.
+    """Settle messages whose worker or process died while sending them.
 
     The send may or may not have reached Paubox, and Paubox has no idempotency key: by default
-    they are marked failed with that reason (at most once); with ``RESEND_AMBIGUOUS`` they go
-    back to the outbox (at least once). Returns the ids put back in the outbox.
+    they are marked failed with that reason (at most once); with ``RESEND_AMBIGUOUS`` outbox
+    messages go back to the outbox (at least once). A message of the plain backend (never in
+    the outbox, its content not kept) is always failed: nothing could send it again. Returns
+    the ids put back in the outbox.
     """
     rows = list(Message.objects.filter(pk__in=list(message_ids), state=Message.State.SENDING))
+    outbox = [m for m in rows if m.next_attempt_at is not None and isinstance(m.payload, dict)]
+    direct = [m for m in rows if m not in outbox]
+    mark_failed(
+        direct,
+        "The process stopped while sending (a worker timeout or crash, during the request to "
+        "Paubox); the message may or may not have reached Paubox (not resent)",
+        conf,
+    )
     reason = "The worker stopped while sending; the message may or may not have reached Paubox"
     if conf.resend_ambiguous:
-        return [m.pk for m in requeue(rows, reason, conf, delay=0)]
-    mark_failed(rows, reason + " (not resent: RESEND_AMBIGUOUS is off)", conf)
+        return [m.pk for m in requeue(outbox, reason, conf, delay=0)]
+    mark_failed(outbox, reason + " (not resent: RESEND_AMBIGUOUS is off)", conf)
     return []
 
 

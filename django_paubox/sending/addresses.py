@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from django.utils.encoding import force_str
 
-from ..exceptions import PauboxPayloadError
+from ..exceptions import PauboxHeaderError, PauboxPayloadError
 from .text import LINE_BREAKS, is_control
 
 #: A display name that needs no quoting: atoms (RFC 6532 allows UTF-8 in them) joined by
@@ -85,8 +85,13 @@ def _address_text(value: Any, field: str) -> str:
     text = "" if value is None else force_str(value)
     bad = next((c for c in text if is_control(c)), None)
     if bad is not None:
-        what = "a line break" if bad in LINE_BREAKS else "a control character"
-        raise PauboxPayloadError(f"Paubox: the address {text!r} in {field} contains {what}.")
+        if bad in LINE_BREAKS:
+            raise PauboxHeaderError(
+                f"Paubox: the address {text!r} in {field} contains a line break."
+            )
+        raise PauboxPayloadError(
+            f"Paubox: the address {text!r} in {field} contains a control character."
+        )
     return text
 
 

@@ -19,7 +19,13 @@ from django.core.mail import EmailMessage
 from .. import records, signals
 from ..client import PauboxClient
 from ..conf import PauboxSettings, get_settings
-from ..exceptions import PauboxAPIError, PauboxConnectionError, PauboxError, PauboxPayloadError
+from ..exceptions import (
+    PauboxAmbiguousResponse,
+    PauboxAPIError,
+    PauboxConnectionError,
+    PauboxError,
+    PauboxPayloadError,
+)
 from ..models import Message
 from .metadata import REF_HEADER, ref_value
 from .options import SCHEDULE_MARGIN, parse_send_at
@@ -81,6 +87,9 @@ class Dispatcher:
     cannot sink the others. A batch that fails for a reason that is not the messages' fault
     (connection, timeout, 429, 5xx) is marked failed, and so is everything after it without
     being attempted: when Paubox is down, each further batch would only wait for a timeout.
+    A batch Paubox answered with success but an unreadable answer may have been taken: it is
+    failed as "may have been sent" (or requeued only with ``RESEND_AMBIGUOUS``), never retried
+    one by one.
     """
 
     def __init__(
@@ -117,6 +126,8 @@ class Dispatcher:
             for index, batch in enumerate(batches):
                 outage = under_way.result()
                 if outage is None and index + 1 < len(batches):
+                    # Its claim starts now, so that a long send is not taken for a dead one.
+                    records.renew_claims([item.row for item in batches[index + 1]])
                     under_way = sender.submit(self._send_batch, batches[index + 1])
                 self._record(batch, result)
                 if outage is not None:
@@ -156,6 +167,10 @@ class Dispatcher:
                 for item in batch:
                     item.error = error
                 return error
+            if not _refused_as_invalid(error):  # ambiguous, or not about the messages
+                for item in batch:
+                    item.error = error
+                return None
             logger.info(
                 "Paubox refused a batch of %d (%s); sending its messages one by one",
                 len(batch),
@@ -172,6 +187,7 @@ class Dispatcher:
         return None
 
     def _record(self, items: Sequence[Prepared], result: DispatchResult) -> None:
+        _refuse_clashing_ids(items)
         sent = [item for item in items if item.tracking_id]
         failed = [item for item in items if not item.tracking_id]
         records.mark_sent(
@@ -220,6 +236,33 @@ def _is_outage(error: PauboxError | None) -> bool:
     if isinstance(error, PauboxConnectionError):
         return True
     return isinstance(error, PauboxAPIError) and error.retryable
+
+
+def _refused_as_invalid(error: PauboxError) -> bool:
+    """A 4xx that is about the messages: only then may a batch be retried one by one."""
+    return (
+        isinstance(error, PauboxAPIError)
+        and not error.may_have_been_sent
+        and 400 <= error.status < 500
+        and error.status not in (401, 403, 404)  # credentials or URL: every message alike
+    )
+
+
+def _refuse_clashing_ids(items: Sequence[Prepared]) -> None:
+    """A tracking id another row already has (or two of these share) cannot be recorded: such
+    a message may have been sent, so it fails as ambiguous instead of breaking the batch."""
+    accepted = [(item.row.pk, item.tracking_id) for item in items if item.tracking_id]
+    clashing = records.clashing_tracking_ids(accepted) if accepted else set()
+    for item in items:
+        if item.tracking_id and item.row.pk in clashing:
+            item.error = PauboxAmbiguousResponse(
+                200,
+                title="Unexpected response",
+                details=f"Paubox returned sourceTrackingId {item.tracking_id[:80]!r}, which "
+                "another message already has",
+            )
+            item.tracking_id = None
+            item.scheduled_for = None
 
 
 def _not_attempted(cause: PauboxError | None) -> PauboxConnectionError:
@@ -302,7 +345,7 @@ def is_transient(error: PauboxError | None, conf: PauboxSettings) -> bool:
     A request that may have reached Paubox counts only with ``RESEND_AMBIGUOUS``: Paubox has no
     idempotency key, so resending it could deliver the message twice.
     """
-    if isinstance(error, PauboxConnectionError) and error.may_have_been_sent:
+    if isinstance(error, (PauboxConnectionError, PauboxAPIError)) and error.may_have_been_sent:
         return conf.resend_ambiguous
     return _is_outage(error)
 

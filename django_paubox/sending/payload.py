@@ -49,7 +49,7 @@ from django.core.mail import EmailMessage
 from django.utils.encoding import force_str
 
 from ..conf import PauboxSettings
-from ..exceptions import PauboxPayloadError, RecipientsSuppressed
+from ..exceptions import PauboxHeaderError, PauboxPayloadError, RecipientsSuppressed
 from .addresses import ParsedAddress, parse_address, parse_address_list
 from .metadata import metadata_headers, read_metadata, read_tags
 from .text import LINE_BREAKS, is_control, text_of
@@ -246,7 +246,7 @@ def _headers(email: EmailMessage, conf: PauboxSettings) -> dict[str, str]:
     else:
         subject = "" if email.subject is None else force_str(email.subject)
         if any(c in LINE_BREAKS for c in subject):
-            raise PauboxPayloadError("Paubox: the subject contains a line break.")
+            raise PauboxHeaderError("Paubox: the subject contains a line break.")
 
     if "reply-to" in overrides:
         reply_to = parse_address_list(overrides["reply-to"][1], "extra_headers['Reply-To']")
@@ -292,11 +292,13 @@ def _extra_headers(email: EmailMessage) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for raw_name, raw_value in (email.extra_headers or {}).items():
         name = force_str(raw_name)
+        if any(c in LINE_BREAKS for c in name):
+            raise PauboxHeaderError(f"Paubox: the header name {name!r} contains a line break.")
         if not _HEADER_NAME.match(name):
             raise PauboxPayloadError(f"Paubox: {name!r} is not a valid header name.")
         value = "" if raw_value is None else force_str(raw_value)
         if any(c in LINE_BREAKS for c in value):
-            raise PauboxPayloadError(
+            raise PauboxHeaderError(
                 f"Paubox: the value of the {name} header contains a line break."
             )
         out.append((name, value))

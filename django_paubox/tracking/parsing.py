@@ -15,7 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from .statuses import Outcome, from_delivery_status, from_webhook_event
 
 #: Field sizes of the models (an over-long value would fail on PostgreSQL).
 MAX_EVENT_NAME = 100
-MAX_TRACKING_ID = 64
+MAX_TRACKING_ID = 255  # Message.tracking_id and WebhookEvent.source_tracking_id
 MAX_ADDRESS = 320
 #: Paubox's events nest three levels deep; anything much deeper is not from Paubox.
 MAX_DEPTH = 32
@@ -36,6 +36,25 @@ def normalise_address(text: str) -> str:
     """``"Name <A@Host>"`` or ``"a@host"`` -> ``"a@host"``: how ``Delivery.recipient`` is kept."""
     _, address = parseaddr(text)
     return (address or text).strip().lower()
+
+
+#: Times outside these bounds are taken as unknown: Paubox started in 2015, and a clock a day
+#: ahead is broken. This also keeps every stored time inside what any database (and Python,
+#: once converted to UTC) can hold: year 1 or 9999 would break pages that show the row.
+EARLIEST_PLAUSIBLE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST_PLAUSIBLE_AHEAD = timedelta(days=1)
+
+
+def plausible(value: datetime | None, now: datetime | None = None) -> datetime | None:
+    """``value`` in UTC if it is a plausible event time (2000 to a day from now), else None."""
+    if value is None:
+        return None
+    try:
+        value = value.astimezone(timezone.utc)
+    except (OverflowError, ValueError):  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        return None
+    latest = (now or datetime.now(timezone.utc)) + LATEST_PLAUSIBLE_AHEAD
+    return value if EARLIEST_PLAUSIBLE <= value <= latest else None
 
 
 def parse_rfc2822(text: object) -> datetime | None:
@@ -50,11 +69,15 @@ def parse_rfc2822(text: object) -> datetime | None:
         return None
     if value.tzinfo is None:  # "-0000" means "UTC, source zone unknown"
         value = value.replace(tzinfo=timezone.utc)
-    return value
+    return plausible(value)
 
 
 def parse_iso8601(text: object) -> datetime | None:
-    """Webhook ``time`` (``2022-04-18T20:27:25.379Z``) -> aware datetime or None."""
+    """Webhook ``time`` (``2022-04-18T20:27:25.379Z``) -> aware datetime or None.
+
+    None also for a time that is not :func:`plausible`: the event is stored all the same, with
+    its time unknown (its ``received_at`` stands in), since Paubox never sends it again.
+    """
     if not isinstance(text, str) or not text.strip():
         return None
     try:
@@ -65,7 +88,7 @@ def parse_iso8601(text: object) -> datetime | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value
+    return plausible(value)
 
 
 def _count(value: object) -> int | None:

@@ -27,7 +27,7 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -82,6 +82,17 @@ def _ip_allowed(remote_addr: str, allowed: Iterable[str]) -> bool:
     return any(address in network for network in _networks(allowed))
 
 
+def _login_not_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Exempt from Django 5.1's ``LoginRequiredMiddleware``: Paubox never logs in, and it does
+    not retry an event it was refused (or redirected to a login page for). Django 4.2 has no
+    such middleware, so nothing to exempt from."""
+    try:
+        from django.contrib.auth.decorators import login_not_required
+    except ImportError:
+        return view
+    return login_not_required(view)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -92,6 +103,7 @@ def _read_body(request: HttpRequest, limit: int) -> bytes | None:
     return None if len(body) > limit else body
 
 
+@_login_not_required
 @csrf_exempt
 def webhook(request: HttpRequest, secret: str) -> HttpResponse:
     """Receive one Paubox webhook event (see the module docstring for the answers)."""
