@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from celery._state import get_current_app
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMessage
 from django.db import connection
 
 from django_paubox import tasks
 from django_paubox.models import Message
 from django_paubox.sandbox.pytest_plugin import SANDBOX_API_KEY, SANDBOX_API_USERNAME
+from tests.mailers import new_connection
 
 ROOT = Path(__file__).resolve().parents[1]
 CELERY_BACKEND = "django_paubox.backends.PauboxCeleryEmailBackend"
@@ -176,7 +177,7 @@ def send(n: int, prefix: str) -> list[EmailMessage]:
         )
         for i in range(n)
     ]
-    assert get_connection(CELERY_BACKEND).send_messages(messages) == n
+    assert new_connection(CELERY_BACKEND).send_messages(messages) == n
     return messages
 
 

@@ -28,6 +28,7 @@ from .sends import (
     release_stale_claims,
     requeue,
     stale_outbox,
+    stop_polling,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "release_stale_claims",
     "requeue",
     "stale_outbox",
+    "stop_polling",
 ]

@@ -26,15 +26,19 @@ def create_messages(
     *,
     state: str = Message.State.SENDING,
     keep_payload: bool = False,
+    mailers: Sequence[str] | None = None,
 ) -> list[Message]:
     """Write one Message and its Delivery rows per prepared message, before Paubox is called.
 
     ``prepared`` holds ``(subject, from_email, recipients, payload)`` where ``recipients`` is
     ``[(kind, address), ...]``. Two bulk inserts however many messages there are.
     ``keep_payload`` stores the Paubox payload (PHI) on the row: the Celery outbox needs it
-    until the send; ``STORE_CONTENT`` keeps it afterwards.
+    until the send; ``STORE_CONTENT`` keeps it afterwards. ``mailers`` holds, per message, the
+    identity of the credentials that send it (``Message.mailer``; see
+    :func:`django_paubox.conf.settings_for`); ``"default"`` for all when not given.
     """
     now = timezone.now()
+    identities = list(mailers) if mailers is not None else ["default"] * len(prepared)
     messages = [
         Message(
             state=state,
@@ -46,8 +50,11 @@ def create_messages(
             created_at=now,
             next_attempt_at=now if state == Message.State.QUEUED else None,
             payload=payload if (keep_payload or conf.store_content) else None,
+            mailer=mailer,
         )
-        for subject, from_email, recipients, payload in prepared
+        for (subject, from_email, recipients, payload), mailer in zip(
+            prepared, identities, strict=True
+        )
     ]
     with transaction.atomic():
         Message.objects.bulk_create(messages)
@@ -259,6 +266,14 @@ def release_stale_claims(message_ids: Sequence[int], conf: PauboxSettings) -> li
         return [m.pk for m in requeue(rows, reason, conf, delay=0)]
     mark_failed(rows, reason + " (not resent: RESEND_AMBIGUOUS is off)", conf)
     return []
+
+
+def stop_polling(message_ids: Sequence[int], reason: str) -> None:
+    """No receipt can be asked for these sent messages (their credentials are gone from the
+    settings): clear their schedule and keep the reason on the row, for the admin."""
+    Message.objects.filter(pk__in=list(message_ids)).update(
+        next_receipt_check_at=None, error=reason
+    )
 
 
 # --- Scheduled sends --------------------------------------------------------------------------
