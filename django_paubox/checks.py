@@ -90,6 +90,11 @@ def _mailers() -> dict[str, Any]:
     return dict(mailers) if isinstance(mailers, dict) else {}
 
 
+def _is_set(name: str) -> bool:
+    """Whether the project's settings set ``name`` (not Django's default)."""
+    return bool(settings.is_overridden(name))  # type: ignore[misc]
+
+
 def _legacy_backend_in_use() -> bool:
     """``EMAIL_BACKEND`` is one of ours (Django before 6.1, or 6.1 without ``MAILERS``).
 
@@ -98,7 +103,7 @@ def _legacy_backend_in_use() -> bool:
     """
     if MAILERS_SUPPORTED and hasattr(settings, "MAILERS"):
         return False
-    if not settings.is_overridden("EMAIL_BACKEND"):
+    if not _is_set("EMAIL_BACKEND"):
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -118,7 +123,7 @@ def _check_mailers(raw: Any) -> list[checks.CheckMessage]:
     """Django 6.1's ``MAILERS``: each Paubox mailer's options and credentials; settings that
     are set but not used."""
     found: list[checks.CheckMessage] = []
-    if _mailers() and settings.is_overridden("EMAIL_BACKEND"):
+    if _mailers() and _is_set("EMAIL_BACKEND"):
         found.append(
             checks.Warning(
                 "Both EMAIL_BACKEND and MAILERS are set.",

@@ -161,11 +161,12 @@ def _by_credentials(
         else:
             groups.setdefault(found, []).append(item)
     for key, items in failed.items():
-        error = resolved[key]
+        reason = resolved[key]
+        assert isinstance(reason, PauboxError)
         logger.warning(
-            "Paubox send_queued: %d message(s) of %r failed: %s", len(items), key[0], error
+            "Paubox send_queued: %d message(s) of %r failed: %s", len(items), key[0], reason
         )
-        records.mark_failed([item.row for item in items], error, conf)
+        records.mark_failed([item.row for item in items], reason, conf)
     return groups
 
 

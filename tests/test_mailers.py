@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.utils import timezone
 
-from django_paubox import tasks
+from django_paubox import outbox, tasks
 from django_paubox.checks import check_paubox_settings
 from django_paubox.conf import settings_for
 from django_paubox.exceptions import CredentialsNotFound, PauboxConfigError
@@ -146,6 +146,17 @@ def test_outbox_mailer_is_sent_with_its_own_credentials(
     tasks.refresh_receipts.run(limit=None)  # the beat task; nothing due yet, then by hand
     assert poll_receipts(due_messages(include_all=True)).errors == 0
     assert_polled_by_own_account(billing, billing)
+
+
+@needs_61
+def test_queue_messages_through_a_mailer(paubox_sandbox, billing, settings, monkeypatch):
+    two_mailers(settings, paubox_sandbox, billing, backend=CELERY)
+    monkeypatch.setattr(tasks.send_queued, "apply_async", lambda a, **kw: None)
+    emails = (mail.EmailMessage("S", "b", FROM, [f"p{i}@example.com"]) for i in range(3))
+    assert outbox.queue_messages(emails, using="billing") == 3
+    assert set(Message.objects.values_list("mailer", flat=True)) == {"mailer:billing"}
+    with pytest.raises(PauboxConfigError, match="not a PauboxCeleryEmailBackend"):
+        outbox.queue_messages([], using="default")
 
 
 @needs_61
