@@ -57,8 +57,15 @@ class PauboxSandboxMixin:
             self.addCleanup(_exit, manager)  # type: ignore[attr-defined]
 
 
-def email_backend_settings(backend: str) -> override_settings:
-    """``backend`` as the default email backend, without Django 6.1's deprecated settings."""
+def email_backend_settings(
+    backend: str = "django_paubox.backends.PauboxEmailBackend",
+) -> override_settings:
+    """``override_settings`` making ``backend`` the default email backend: the ``"default"``
+    entry of ``MAILERS`` on Django 6.1+ (other aliases kept), ``EMAIL_BACKEND`` before.
+
+    Django's test runner swaps in its in-memory backend; tests that should reach the sandbox
+    put the Paubox backend back with this (a context manager or a decorator), on any Django.
+    """
     if django.VERSION >= (6, 1):
         from django.conf import settings
 

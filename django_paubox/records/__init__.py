@@ -27,6 +27,7 @@ from .sends import (
     mark_sent,
     release_stale_claims,
     requeue,
+    resume_polling,
     stale_outbox,
     stop_polling,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "refresh_message_status",
     "release_stale_claims",
     "requeue",
+    "resume_polling",
     "stale_outbox",
     "stop_polling",
 ]

@@ -268,12 +268,21 @@ def release_stale_claims(message_ids: Sequence[int], conf: PauboxSettings) -> li
     return []
 
 
+#: Starts the reason :func:`stop_polling` records.
+NOT_POLLED = "Receipts not polled: "
+
+
 def stop_polling(message_ids: Sequence[int], reason: str) -> None:
     """No receipt can be asked for these sent messages (their credentials are gone from the
     settings): clear their schedule and keep the reason on the row, for the admin."""
     Message.objects.filter(pk__in=list(message_ids)).update(
-        next_receipt_check_at=None, error=reason
+        next_receipt_check_at=None, error=NOT_POLLED + reason
     )
+
+
+def resume_polling(message_ids: Sequence[int]) -> None:
+    """Their credentials are back: forget the reason :func:`stop_polling` recorded."""
+    Message.objects.filter(pk__in=list(message_ids), error__startswith=NOT_POLLED).update(error="")
 
 
 # --- Scheduled sends --------------------------------------------------------------------------

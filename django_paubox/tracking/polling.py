@@ -294,6 +294,7 @@ def _poll_by_credentials(
         except (PauboxConfigError, PauboxPayloadError) as error:
             _credentials_gone(group, error, summary)
         else:
+            records.resume_polling([target.pk for target in group])
             try:
                 _poll(group, client, conf, summary, shifted if progress else None, batch_size)
             finally:
@@ -309,7 +310,7 @@ def _credentials_gone(group: list[_Target], error: PauboxError, summary: Refresh
         group[0].mailer or "default",
         error,
     )
-    records.stop_polling([target.pk for target in group], f"Receipts not polled: {error}")
+    records.stop_polling([target.pk for target in group], str(error))
     for target in group:
         summary.checked += 1
         _count_error(summary, target.tracking_id, error)
