@@ -28,7 +28,13 @@ from django.utils import timezone
 
 from .. import records
 from ..conf import PauboxSettings, get_settings, sender_domain, settings_for
-from ..exceptions import PauboxAPIError, PauboxConfigError, PauboxError, PauboxPayloadError
+from ..exceptions import (
+    CredentialsNotFound,
+    PauboxAPIError,
+    PauboxConfigError,
+    PauboxError,
+    PauboxPayloadError,
+)
 from ..models import Delivery, Message
 from . import statuses
 from .statuses import WEBHOOK_EVENT_NAMES, Status
@@ -75,6 +81,9 @@ class RefreshSummary:
     expired: int = 0
     #: Tracking ids of the messages counted in ``errors`` (for logs and the command).
     error_tracking_ids: list[str] = field(default_factory=list)
+    #: Why messages could not be asked about at all, by credentials identity
+    #: (``Message.mailer``): their credentials are missing or gone from the settings.
+    unresolved: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -303,14 +312,16 @@ def _poll_by_credentials(
 
 
 def _credentials_gone(group: list[_Target], error: PauboxError, summary: RefreshSummary) -> None:
-    """No credentials to ask with: stop polling these messages, saying why (never another key)."""
+    """No credentials to ask with (never another key). Credentials gone from the settings (a
+    mailer, domain or label removed) stop these messages' polling with the reason on the row;
+    incomplete ones (a key not set) leave them due, to be polled once the key is back."""
+    identity = group[0].mailer or "default"
     logger.warning(
-        "Paubox receipts: not polling %d message(s) of %r: %s",
-        len(group),
-        group[0].mailer or "default",
-        error,
+        "Paubox receipts: not polling %d message(s) of %r: %s", len(group), identity, error
     )
-    records.stop_polling([target.pk for target in group], str(error))
+    summary.unresolved[identity] = str(error)
+    if isinstance(error, CredentialsNotFound):
+        records.stop_polling([target.pk for target in group], str(error))
     for target in group:
         summary.checked += 1
         _count_error(summary, target.tracking_id, error)

@@ -96,6 +96,8 @@ class Command(BaseCommand):
             f"{summary.finished} messages final, {summary.not_found_yet} not known to Paubox "
             f"yet, {summary.expired} too old to poll further, {summary.errors} errors."
         )
+        for identity, reason in summary.unresolved.items():
+            self.stderr.write(f"Not polled ({identity}): {reason}")
         if summary.errors:
             shown = ", ".join(summary.error_tracking_ids[:10])
             more = " …" if summary.errors > 10 else ""
