@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -20,8 +19,22 @@ from django.db import transaction
 
 from . import records, signals
 from .client import PauboxClient, shared_client
-from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxHeaderError, PauboxPayloadError, RecipientsSuppressed
+from .conf import (
+    MAILER_OPTIONS,
+    UNNAMED_IDENTITY,
+    PauboxSettings,
+    connection_conf,
+    connection_identity,
+    identity_for_sender,
+    label_identity,
+    settings_for,
+)
+from .exceptions import (
+    PauboxConfigError,
+    PauboxHeaderError,
+    PauboxPayloadError,
+    RecipientsSuppressed,
+)
 from .models import Message
 from .sending import payload as payloads
 from .sending.dispatch import Dispatcher, DispatchResult, Prepared, post_send, tag_email
@@ -35,29 +48,59 @@ logger = logging.getLogger(__name__)
 class PauboxBackendBase(BaseEmailBackend):
     """Shared by every Paubox backend: settings, connection, payload building, records.
 
-    ``get_connection(api_key=..., api_username=..., api_url=...)`` overrides the ``PAUBOX``
-    settings for one connection. Configuration errors are raised even with ``fail_silently``:
-    silence would hide that nothing can ever be sent.
+    Django 6.1+: a ``MAILERS`` entry's ``OPTIONS`` are the lower-case ``PAUBOX`` keys listed in
+    :data:`django_paubox.conf.MAILER_OPTIONS` (``PAUBOX`` supplies the rest); an unknown one is
+    refused, naming it. Django 4.2/5.2: ``get_connection(api_key=..., api_username=...,
+    api_url=..., label=...)`` overrides the ``PAUBOX`` settings for one connection; ``label``
+    names a ``PAUBOX["CONNECTIONS"]`` entry, so that later calls about its messages (outbox,
+    receipts, cancel) find the same credentials. Configuration errors are raised even with
+    ``fail_silently``: silence would hide that nothing can ever be sent.
     """
 
     def __init__(
         self,
         fail_silently: bool = False,
         *,
-        api_key: str | None = None,
-        api_username: str | None = None,
-        api_url: str | None = None,
+        alias: str | None = None,
+        label: str | None = None,
         **kwargs: Any,
     ) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in MAILER_OPTIONS}
         # Keep fail_silently ourselves and pass only the rest up: Django 6.1's MAILERS refuses
-        # options a backend does not handle, and 6.1 deprecates the base class's attribute.
+        # options a backend does not handle (naming them), and deprecates the base attribute.
+        if alias is not None:
+            kwargs["alias"] = alias
         super().__init__(**kwargs)
+        self.alias = alias
         self.fail_silently = fail_silently
-        self._overrides = {"api_key": api_key, "api_username": api_username, "api_url": api_url}
-        self.conf = get_settings(**self._overrides)
-        if api_key:  # credentials given for this connection: no routing by From domain
-            self.conf = replace(self.conf, domains=())
+        if label is not None:  # PAUBOX["CONNECTIONS"][label]; given credentials must match
+            named = _credentials_of(settings_for(label_identity(label)))
+            clash = sorted(
+                key
+                for key, value in options.items()
+                if key in named and value is not None and str(value).rstrip("/") != named[key]
+            )
+            if clash:
+                raise PauboxConfigError(
+                    f"Paubox: {', '.join(clash)} given with label={label!r} differ from "
+                    f'PAUBOX["CONNECTIONS"]["{label}"]; later calls about these messages would '
+                    "use the latter. Pass the label alone, or fix the entry."
+                )
+            options = {**options, **named}
+        self.conf = connection_conf(options)
         self.conf.require_credentials()
+        #: The non-secret name of these credentials, recorded on every message it writes.
+        self.identity = connection_identity(self.conf, alias=alias, label=label)
+        if self.identity == UNNAMED_IDENTITY:
+            self.unnamed_credentials()
+
+    def unnamed_credentials(self) -> None:
+        """Credentials in no setting: messages send, but nothing can speak about them later."""
+        logger.warning(
+            "Paubox: a connection was given credentials that are in no setting; receipts and "
+            'cancellation of its messages will fail. Name them in PAUBOX["CONNECTIONS"] and '
+            "pass get_connection(label=...), or use a MAILERS alias (Django 6.1+)."
+        )
 
     def prepare(
         self,
@@ -111,6 +154,11 @@ class PauboxBackendBase(BaseEmailBackend):
             self.conf,
             keep_payload=keep_payload,
             state=state,
+            mailers=[
+                identity_for_sender(self.identity, self.conf, body["message"]["headers"]["from"])
+                for _, body, _ in ready
+            ]
+            + [self.identity] * len(refused),
         )
         prepared = [
             Prepared(
@@ -200,6 +248,15 @@ def _listing(
     if address:
         extra["unsubscribe"] = address
     return extra
+
+
+def _credentials_of(conf: PauboxSettings) -> dict[str, str]:
+    return {
+        "api_key": conf.api_key,
+        "api_username": conf.api_username,
+        "api_url": conf.api_url.rstrip("/"),
+        "auth_scheme": conf.auth_scheme,
+    }
 
 
 def _raw_recipients(email: EmailMessage) -> list[tuple[str, str]]:
@@ -292,6 +349,13 @@ class PauboxCeleryEmailBackend(PauboxBackendBase):
     ``paubox_tracking_id`` is ``None`` until a worker has sent the message (see
     ``paubox_message.tracking_id`` then).
     """
+
+    def unnamed_credentials(self) -> None:
+        raise PauboxConfigError(
+            "Paubox: the Celery outbox cannot send with credentials that are in no setting: the "
+            'worker would not find them. Name them in PAUBOX["CONNECTIONS"] and pass '
+            "get_connection(label=...), or use a MAILERS alias (Django 6.1+)."
+        )
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:

@@ -3,21 +3,31 @@ not when the first patient reminder fails to go out. No check ever prints a key.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
+import django
 from django.conf import settings
 from django.core import checks
 from django.urls import NoReverseMatch, reverse
 
-from .conf import KNOWN_KEYS, PauboxSettings, get_settings, raw_settings
+from .conf import (
+    KNOWN_KEYS,
+    PAUBOX_BACKENDS,
+    PauboxSettings,
+    connection_conf,
+    get_settings,
+    mailer_options,
+    raw_settings,
+)
 from .exceptions import PauboxConfigError
 from .sending.unsubscribe import URL_NAME
 
-PAUBOX_BACKENDS = (
-    "django_paubox.backends.PauboxEmailBackend",
-    "django_paubox.backends.PauboxCeleryEmailBackend",
-)
+__all__ = ["PAUBOX_BACKENDS", "check_paubox_settings"]
+
+#: Django reads ``MAILERS`` from 6.1 on (and ignores it before).
+MAILERS_SUPPORTED = django.VERSION >= (6, 1)
 
 
 @checks.register(checks.Tags.compatibility)
@@ -37,11 +47,12 @@ def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
                 id="django_paubox.W001",
             )
         )
-    if _paubox_backend_in_use():
+    if _legacy_backend_in_use():
         try:
             conf.require_credentials()
         except PauboxConfigError as error:
             found.append(checks.Error(str(error), id="django_paubox.E002"))
+    found.extend(_check_mailers(raw))
     if conf.domains:
         found.append(
             checks.Info(
@@ -118,12 +129,82 @@ def _unsubscribe_checks(conf: PauboxSettings) -> list[checks.CheckMessage]:
     return found
 
 
-def _paubox_backend_in_use() -> bool:
-    """``EMAIL_BACKEND``, or any of Django 6.1's ``MAILERS``, is one of ours."""
+def _mailers() -> dict[str, Any]:
     mailers = getattr(settings, "MAILERS", None)
-    if isinstance(mailers, dict) and mailers:
-        # Django 6.1+: MAILERS replaces EMAIL_BACKEND (reading the latter would warn).
-        backends = {m.get("BACKEND", "") for m in mailers.values() if isinstance(m, dict)}
-    else:
-        backends = {getattr(settings, "EMAIL_BACKEND", "")}
-    return bool(backends & set(PAUBOX_BACKENDS))
+    return dict(mailers) if isinstance(mailers, dict) else {}
+
+
+def _is_set(name: str) -> bool:
+    """Whether the project's settings set ``name`` (not Django's default)."""
+    return bool(settings.is_overridden(name))  # type: ignore[misc]
+
+
+def _legacy_backend_in_use() -> bool:
+    """``EMAIL_BACKEND`` is one of ours (Django before 6.1, or 6.1 without ``MAILERS``).
+
+    Read only when set, and without the deprecation warning Django 6.1 gives on reading it:
+    the user has had that warning at startup already.
+    """
+    if MAILERS_SUPPORTED and hasattr(settings, "MAILERS"):
+        return False
+    if not _is_set("EMAIL_BACKEND"):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backend = getattr(settings, "EMAIL_BACKEND", "")
+    return backend in PAUBOX_BACKENDS
+
+
+def _paubox_mailers() -> list[str]:
+    return [
+        str(alias)
+        for alias, entry in _mailers().items()
+        if isinstance(entry, dict) and entry.get("BACKEND") in PAUBOX_BACKENDS
+    ]
+
+
+def _check_mailers(raw: Any) -> list[checks.CheckMessage]:
+    """Django 6.1's ``MAILERS``: each Paubox mailer's options and credentials; settings that
+    are set but not used."""
+    found: list[checks.CheckMessage] = []
+    if _mailers() and _is_set("EMAIL_BACKEND"):
+        found.append(
+            checks.Warning(
+                "Both EMAIL_BACKEND and MAILERS are set.",
+                hint="Django 6.1+ uses MAILERS only (EMAIL_BACKEND is deprecated); Django "
+                "before 6.1 ignores MAILERS. Keep the one your Django version reads.",
+                id="django_paubox.W004",
+            )
+        )
+    aliases = _paubox_mailers() if MAILERS_SUPPORTED else []
+    own_keys = 0
+    for alias in aliases:
+        try:
+            options = mailer_options(alias)
+            conf = connection_conf(options)
+        except PauboxConfigError as error:
+            found.append(checks.Error(str(error), id="django_paubox.E001"))
+            continue
+        own_keys += bool(options.get("api_key") or options.get("domains"))
+        try:
+            conf.require_credentials()
+        except PauboxConfigError as error:
+            found.append(
+                checks.Error(
+                    f'MAILERS["{alias}"]: {error}',
+                    hint=f'Set "api_key" (and "api_username") in MAILERS["{alias}"]["OPTIONS"], '
+                    "or in PAUBOX for every mailer.",
+                    id="django_paubox.E002",
+                )
+            )
+    if aliases and own_keys == len(aliases) and raw.get("API_KEY") and not _legacy_backend_in_use():
+        found.append(
+            checks.Warning(
+                'PAUBOX["API_KEY"] is set, but every Paubox mailer has its own "api_key": it is '
+                "not used.",
+                hint="Remove it from PAUBOX, so that one key is not kept in two places (and "
+                "rotated in one only).",
+                id="django_paubox.W005",
+            )
+        )
+    return found

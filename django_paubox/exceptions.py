@@ -19,6 +19,20 @@ class PauboxConfigError(PauboxError, ImproperlyConfigured):
     """The ``PAUBOX`` settings are missing something or hold a wrong value."""
 
 
+class CredentialsNotFound(PauboxConfigError):
+    """The credentials that sent a message cannot be found in the settings any more.
+
+    ``identity`` is the non-secret name recorded on the message (``Message.mailer``): a
+    ``MAILERS`` alias that was removed, a ``DOMAINS`` or ``CONNECTIONS`` entry that is gone, or
+    credentials given to ``get_connection()`` that were never in the settings. Nothing falls
+    back to another key: the message fails, or its receipts stop being polled, with this reason.
+    """
+
+    def __init__(self, identity: str, reason: str) -> None:
+        super().__init__(reason)
+        self.identity = identity
+
+
 class PauboxPayloadError(PauboxError, ValueError):
     """A message cannot be sent through Paubox as it is; raised before any HTTP."""
 

@@ -20,8 +20,8 @@ from celery import shared_task
 
 from . import records
 from .client import shared_client
-from .conf import PauboxSettings, get_settings
-from .exceptions import PauboxConfigError, PauboxPayloadError
+from .conf import PauboxSettings, get_settings, sender_domain, settings_for
+from .exceptions import PauboxConfigError, PauboxError, PauboxPayloadError
 from .models import Delivery
 from .sending.dispatch import Dispatcher, DispatchResult, Prepared
 from .tracking import polling, retention
@@ -110,7 +110,7 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
         if row not in broken
     ]
     delay = retry_delay(max((row.attempts for row in rows), default=0), conf)
-    groups = _by_domain(prepared, conf)
+    groups = _by_credentials(prepared, conf)
     result = DispatchResult(failed=[item for item in prepared if item.error is not None])
     for domain_conf, group in groups.items():
         try:
@@ -142,20 +142,39 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
     }
 
 
-def _by_domain(
+def _by_credentials(
     prepared: list[Prepared], conf: PauboxSettings
 ) -> dict[PauboxSettings, list[Prepared]]:
-    """Group by the API key of each message's From domain.
+    """Group by the credentials that queued each message (``Message.mailer``), resolved once
+    per identity.
 
-    A domain with no key (``DOMAINS`` changed since the message was queued) fails its message.
+    Credentials gone from the settings since (a ``MAILERS`` alias or a ``DOMAINS`` entry
+    removed) fail their messages with a reason naming them: never another key.
     """
+    resolved: dict[tuple[str, str], PauboxSettings | PauboxError] = {}
     groups: dict[PauboxSettings, list[Prepared]] = {}
+    failed: dict[tuple[str, str], list[Prepared]] = {}
     for item in prepared:
-        try:
-            groups.setdefault(conf.for_sender(item.sender), []).append(item)
-        except PauboxPayloadError as error:
-            item.error = error
-            records.mark_failed([item.row], error, conf)
+        # Rows queued before 0.2 recorded no identity: routed by From domain, as then.
+        key = (item.row.mailer, "" if item.row.mailer else sender_domain(item.sender))
+        if key not in resolved:
+            try:
+                resolved[key] = settings_for(item.row.mailer, sender=item.sender)
+            except (PauboxConfigError, PauboxPayloadError) as error:
+                resolved[key] = error
+        found = resolved[key]
+        if isinstance(found, PauboxError):
+            item.error = found
+            failed.setdefault(key, []).append(item)
+        else:
+            groups.setdefault(found, []).append(item)
+    for key, items in failed.items():
+        reason = resolved[key]
+        assert isinstance(reason, PauboxError)
+        logger.warning(
+            "Paubox send_queued: %d message(s) of %r failed: %s", len(items), key[0], reason
+        )
+        records.mark_failed([item.row for item in items], reason, conf)
     return groups
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import django
 from django.test import override_settings
 
 from .sandbox import SandboxServer
@@ -24,7 +25,9 @@ from .sandbox.harness import SANDBOX_API_KEY, SANDBOX_API_USERNAME, sandbox_sett
 
 class PauboxSandboxMixin:
     """One sandbox per test class, reset before each test, with ``PAUBOX`` pointed at it and
-    ``EMAIL_BACKEND`` set to ``paubox_email_backend`` for the test."""
+    ``paubox_email_backend`` as the email backend for the test: the ``"default"`` entry of
+    ``MAILERS`` on Django 6.1+ (other aliases kept), ``EMAIL_BACKEND`` before (Django's test
+    runner swaps in its memory backend for either)."""
 
     paubox_sandbox: ClassVar[SandboxServer]
     #: Seconds before a simulated delivery leaves ``processing``.
@@ -48,10 +51,28 @@ class PauboxSandboxMixin:
         sandbox.processing_seconds = self.paubox_processing_seconds
         for manager in (
             sandbox_settings(sandbox),
-            override_settings(EMAIL_BACKEND=self.paubox_email_backend),
+            email_backend_settings(self.paubox_email_backend),
         ):
             manager.__enter__()
             self.addCleanup(_exit, manager)  # type: ignore[attr-defined]
+
+
+def email_backend_settings(
+    backend: str = "django_paubox.backends.PauboxEmailBackend",
+) -> override_settings:
+    """``override_settings`` making ``backend`` the default email backend: the ``"default"``
+    entry of ``MAILERS`` on Django 6.1+ (other aliases kept), ``EMAIL_BACKEND`` before.
+
+    Django's test runner swaps in its in-memory backend; tests that should reach the sandbox
+    put the Paubox backend back with this (a context manager or a decorator), on any Django.
+    """
+    if django.VERSION >= (6, 1):
+        from django.conf import settings
+
+        mailers = dict(getattr(settings, "MAILERS", None) or {})
+        mailers["default"] = {"BACKEND": backend}
+        return override_settings(MAILERS=mailers)
+    return override_settings(EMAIL_BACKEND=backend)
 
 
 def _exit(manager: Any) -> None:

@@ -7,6 +7,8 @@ values). Point PAUBOX_API_URL at https://api.paubox.net/v1/ with a real key to s
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-insecure-dev-key")
@@ -69,7 +71,14 @@ STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Paubox ------------------------------------------------------------------------------------
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django_paubox.backends.PauboxEmailBackend")
+# The environment variable EMAIL_BACKEND picks the backend (run.sh sets the Celery one).
+_BACKEND = os.environ.get("EMAIL_BACKEND", "django_paubox.backends.PauboxEmailBackend")
+if django.VERSION >= (6, 1):
+    # Django 6.1+: MAILERS (EMAIL_BACKEND is deprecated). Credentials could go in OPTIONS
+    # ("api_key", "api_username", "api_url"); here PAUBOX and the environment supply them.
+    MAILERS = {"default": {"BACKEND": _BACKEND}}
+else:
+    EMAIL_BACKEND = _BACKEND
 DEFAULT_FROM_EMAIL = os.environ.get(
     "DEFAULT_FROM_EMAIL", "Sunrise Clinic <reminders@clinic.example>"
 )

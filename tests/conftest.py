@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.mailers import PLAIN, use_backend
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # The sandbox fixtures (paubox_sandbox, paubox_sandbox_server). An installed django-paubox
@@ -17,4 +19,4 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _paubox_email_backend(settings):
     """Django's test runner swaps in the locmem backend; these tests are about ours."""
-    settings.EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"
+    use_backend(settings, PLAIN)

@@ -3,6 +3,8 @@
 import json
 import os
 
+import django
+
 SECRET_KEY = "tests-only-not-a-secret"
 DEBUG = False
 USE_TZ = True
@@ -59,7 +61,15 @@ if os.environ.get("DJANGO_PAUBOX_TEST_DB") == "postgres":
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
-EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"
+if django.VERSION >= (6, 1):
+    # Django 6.1's MAILERS (EMAIL_BACKEND is deprecated there). A Celery worker started by the
+    # tests gets further mailers as JSON in DJANGO_PAUBOX_TEST_MAILERS.
+    MAILERS = {
+        "default": {"BACKEND": "django_paubox.backends.PauboxEmailBackend"},
+        **json.loads(os.environ.get("DJANGO_PAUBOX_TEST_MAILERS", "{}")),
+    }
+else:
+    EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"
 # Tests point PAUBOX at the sandbox fixture; nothing here reaches a real Paubox.
 # A Celery worker started by the tests gets the sandbox's URL and credentials from the environment
 # (PAUBOX_API_URL, ...) and further keys as JSON in DJANGO_PAUBOX_TEST_PAUBOX.

@@ -23,6 +23,7 @@ from django_paubox.admin import dashboard
 from django_paubox.models import Delivery, Message, WebhookEvent
 from django_paubox.tracking.statuses import Status
 from tests.factories import stored_message as make_message
+from tests.mailers import PLAIN, use_backend
 
 pytestmark = pytest.mark.django_db
 
@@ -473,7 +474,7 @@ def test_refresh_skips_messages_paubox_never_accepted(admin_client: Client):
 @pytest.fixture
 def sandbox(paubox_sandbox: Any, settings) -> Any:
     """The sandbox fixture (it points ``settings.PAUBOX`` at itself), with quick outcomes."""
-    settings.EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"
+    use_backend(settings, PLAIN)
     paubox_sandbox.processing_seconds = 0.05
     return paubox_sandbox
 

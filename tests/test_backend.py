@@ -7,7 +7,7 @@ import logging
 
 import pytest
 from django.core import mail
-from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -20,6 +20,7 @@ from django_paubox.exceptions import (
 from django_paubox.models import Delivery, Message
 from django_paubox.tracking.statuses import Status
 from tests.factories import emails as make
+from tests.mailers import DJANGO_61, PLAIN, new_connection, use_backend
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
@@ -84,7 +85,7 @@ def test_message_row_exists_before_paubox_is_called(paubox_sandbox):
 
 def test_bulk_batches_of_fifty_in_order(paubox_sandbox):
     messages = make(120)
-    assert get_connection().send_messages(messages) == 120
+    assert new_connection().send_messages(messages) == 120
     assert bulk_posts(paubox_sandbox) == 3
     assert single_posts(paubox_sandbox) == 0
     captured = {m.tracking_id: m for m in paubox_sandbox.messages}
@@ -97,13 +98,13 @@ def test_bulk_batches_of_fifty_in_order(paubox_sandbox):
 
 def test_batch_size_is_a_setting(paubox_sandbox, settings):
     settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
-    assert get_connection().send_messages(make(25)) == 25
+    assert new_connection().send_messages(make(25)) == 25
     assert bulk_posts(paubox_sandbox) == 3
 
 
 def queries_for(n: int) -> int:
     with CaptureQueriesContext(connection) as ctx:
-        assert get_connection().send_messages(make(n)) == n
+        assert new_connection().send_messages(make(n)) == n
     return len(ctx.captured_queries)
 
 
@@ -116,16 +117,16 @@ def test_bulk_query_count_grows_with_batches_not_messages(paubox_sandbox):
 
 def test_messages_without_recipients_are_skipped(paubox_sandbox):
     empty = EmailMessage("No one", "body", FROM, [])
-    assert get_connection().send_messages([empty, *make(1)]) == 1
+    assert new_connection().send_messages([empty, *make(1)]) == 1
     assert Message.objects.count() == 1
     assert not hasattr(empty, "paubox_tracking_id")
-    assert get_connection().send_messages([]) == 0
+    assert new_connection().send_messages([]) == 0
 
 
 def test_rejected_batch_is_retried_one_by_one(paubox_sandbox):
     paubox_sandbox.fail_next(400, count=1)
     messages = make(3)
-    assert get_connection().send_messages(messages) == 3
+    assert new_connection().send_messages(messages) == 3
     assert bulk_posts(paubox_sandbox) == 1
     assert single_posts(paubox_sandbox) == 3
     assert all(m.paubox_tracking_id for m in messages)
@@ -136,7 +137,7 @@ def test_one_bad_message_in_a_rejected_batch_does_not_sink_the_others(paubox_san
     paubox_sandbox.fail_next(400, count=1, endpoint="bulk_messages")
     messages = make(3)
     paubox_sandbox.fail_next(422, count=1, endpoint="messages")
-    backend = get_connection(fail_silently=True)
+    backend = new_connection(fail_silently=True)
     assert backend.send_messages(messages) == 2
     failed = Message.objects.get(state="failed")
     assert failed.error_status == 422
@@ -156,9 +157,13 @@ def test_api_errors_fail_the_row_with_paubox_details(paubox_sandbox, status):
     assert row.deliveries.get().status == Status.FAILED
 
 
-def test_fail_silently_swallows_and_still_records(paubox_sandbox):
+def test_fail_silently_swallows_and_still_records(paubox_sandbox, settings):
     paubox_sandbox.fail_next(503, count=1)
-    assert mail.send_mail("s", "b", FROM, ["a@example.com"], fail_silently=True) == 0
+    if DJANGO_61:  # send_mail(fail_silently=) is deprecated: the mailer's OPTIONS say it
+        use_backend(settings, PLAIN, {"fail_silently": True})
+        assert mail.send_mail("s", "b", FROM, ["a@example.com"]) == 0
+    else:
+        assert mail.send_mail("s", "b", FROM, ["a@example.com"], fail_silently=True) == 0
     assert Message.objects.get().state == "failed"
 
 
@@ -179,7 +184,7 @@ def test_5xx_on_bulk_fails_that_batch_and_the_rest_unattempted(paubox_sandbox, s
     paubox_sandbox.fail_next(503, count=1, endpoint="bulk_messages")
     messages = make(30)
     with pytest.raises(PauboxAPIError):
-        get_connection().send_messages(messages)
+        new_connection().send_messages(messages)
     assert bulk_posts(paubox_sandbox) == 1  # no timeouts piled up while Paubox is down
     assert Message.objects.filter(state="failed").count() == 30
     assert Message.objects.filter(error__contains="not attempted").count() == 20
@@ -219,7 +224,7 @@ def test_unreachable_paubox_fails_the_row_as_not_sent(db, settings):
 def test_invalid_message_fails_before_any_http(paubox_sandbox):
     bad = EmailMessage("s", "", FROM, ["a@example.com"])  # no content at all
     with pytest.raises(PauboxPayloadError):
-        get_connection().send_messages([bad])
+        new_connection().send_messages([bad])
     assert paubox_sandbox.requests == []
     row = Message.objects.get()
     assert row.state == "failed" and row.error and row.error_status is None
@@ -229,14 +234,14 @@ def test_invalid_message_fails_before_any_http(paubox_sandbox):
 def test_invalid_message_in_a_bulk_send_does_not_stop_the_others(paubox_sandbox):
     bad = EmailMessage("s", "b", FROM, ["not-an-address"])
     good = make(2)
-    backend = get_connection(fail_silently=True)
+    backend = new_connection(fail_silently=True)
     assert backend.send_messages([good[0], bad, good[1]]) == 2
     assert len(paubox_sandbox.messages) == 2
     assert Message.objects.get(state="failed").deliveries.get().recipient == "not-an-address"
 
 
 def test_connection_is_opened_and_closed_once(paubox_sandbox):
-    with get_connection() as backend:
+    with new_connection() as backend:
         client = backend.client
         backend.send_messages(make(1))
         backend.send_messages(make(2))
@@ -257,7 +262,7 @@ def test_no_phi_in_logs_or_errors(paubox_sandbox, caplog):
     paubox_sandbox.fail_next(500, count=1)
     messages = make(2, subject="Subject about HIV", body=SECRET_BODY)
     messages[0].attach("labs.pdf", SECRET_BODY.encode(), "application/pdf")
-    backend = get_connection(fail_silently=True)
+    backend = new_connection(fail_silently=True)
     backend.send_messages(messages)
     assert caplog.records, "the failure should have been logged"
     for record in caplog.records:
@@ -278,21 +283,21 @@ def test_per_message_paubox_options_reach_paubox(paubox_sandbox):
 
 def test_per_connection_credentials(paubox_sandbox, settings):
     settings.PAUBOX = {**settings.PAUBOX, "API_KEY": "wrong"}
-    connection = get_connection(api_key=paubox_sandbox.api_key)
+    connection = new_connection(api_key=paubox_sandbox.api_key)
     assert connection.send_messages(make(1)) == 1
 
 
 def test_send_mail_calls_share_the_process_pooled_client(paubox_sandbox, monkeypatch):
     """send_mail() opens a new backend each call; they borrow one pooled client, which
     close() lets go of without closing, so kept-alive connections serve the next call."""
-    with get_connection() as first:
+    with new_connection() as first:
         client = first.client
         first.send_messages(make(1))
-    with get_connection() as second:
+    with new_connection() as second:
         assert second.client is client
         second.send_messages(make(1))
     assert client._session is not None  # still open for the next send
     # A forked worker (another process id) never shares the parent's sockets.
     monkeypatch.setattr("django_paubox.client.os.getpid", lambda: -1)
-    with get_connection() as in_child:
+    with new_connection() as in_child:
         assert in_child.client is not client

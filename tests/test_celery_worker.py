@@ -17,17 +17,24 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from celery._state import get_current_app
-from django.core.mail import EmailMessage, get_connection
+from django.core import mail
+from django.core.mail import EmailMessage
 from django.db import connection
+from django.utils import timezone
 
 from django_paubox import tasks
 from django_paubox.models import Message
+from django_paubox.sandbox import SandboxServer
 from django_paubox.sandbox.pytest_plugin import SANDBOX_API_KEY, SANDBOX_API_USERNAME
+from django_paubox.sending import scheduled as scheduled_sends
+from django_paubox.tracking.polling import due_messages, poll_receipts
+from tests.mailers import DJANGO_61, new_connection
 
 ROOT = Path(__file__).resolve().parents[1]
 CELERY_BACKEND = "django_paubox.backends.PauboxCeleryEmailBackend"
@@ -62,10 +69,34 @@ def reachable(port: int) -> bool:
         return False
 
 
+BILLING_KEY = "billing-worker-key"
+BILLING_USER = "billing-worker"
+
+
+def billing_options(billing) -> dict[str, str]:
+    return {"api_key": BILLING_KEY, "api_username": BILLING_USER, "api_url": billing.url}
+
+
+def billing_settings(billing) -> dict[str, str]:
+    """A second Paubox account, named the way the Django version can: a MAILERS alias (6.1+)
+    or a PAUBOX["CONNECTIONS"] entry for get_connection(label="billing") (before)."""
+    if DJANGO_61:
+        mailers = {"billing": {"BACKEND": CELERY_BACKEND, "OPTIONS": billing_options(billing)}}
+        return {"DJANGO_PAUBOX_TEST_MAILERS": json.dumps(mailers)}
+    entry = {key.upper(): value for key, value in billing_options(billing).items()}
+    return {
+        "DJANGO_PAUBOX_TEST_PAUBOX": json.dumps(
+            {**WORKER_PAUBOX, "CONNECTIONS": {"billing": entry}}
+        )
+    }
+
+
 class Worker:
     """A `celery worker` subprocess for one broker and a queue of its own."""
 
-    def __init__(self, broker: str, url: str, sandbox, db_name: str, log: Path) -> None:
+    def __init__(
+        self, broker: str, url: str, sandbox, db_name: str, log: Path, billing=None
+    ) -> None:
         self.broker, self.url, self.log = broker, url, log
         self.queue = f"django-paubox-test-{uuid.uuid4().hex[:8]}"
         self.env = {
@@ -79,6 +110,7 @@ class Worker:
             "PAUBOX_API_KEY": SANDBOX_API_KEY,
             "PAUBOX_API_USERNAME": SANDBOX_API_USERNAME,
             "DJANGO_PAUBOX_TEST_PAUBOX": json.dumps(WORKER_PAUBOX),
+            **(billing_settings(billing) if billing is not None else {}),
         }
         self.app = Celery("worker-tests", broker=url, set_as_current=False)
         self.app.conf.update(
@@ -136,15 +168,39 @@ class Worker:
                 self.kill()
 
 
+@pytest.fixture(scope="module")
+def billing_server():
+    """The second account's Paubox: it demands its own key and username."""
+    server = SandboxServer(
+        api_key=BILLING_KEY, api_username=BILLING_USER, processing_seconds=0.2
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def billing(billing_server):
+    billing_server.reset()
+    yield billing_server
+    billing_server.reset()
+
+
 @pytest.fixture(scope="module", params=["redis", "rabbitmq"])
-def worker(request, django_db_setup, django_db_blocker, paubox_sandbox_server, tmp_path_factory):
+def worker(
+    request,
+    django_db_setup,
+    django_db_blocker,
+    paubox_sandbox_server,
+    billing_server,
+    tmp_path_factory,
+):
     url, port = BROKERS[request.param]
     if not reachable(port):
         pytest.skip(f"{request.param} is not running on 127.0.0.1:{port}")
     with django_db_blocker.unblock():
         db_name = connection.settings_dict["NAME"]
     log = tmp_path_factory.mktemp("worker") / f"{request.param}.log"
-    w = Worker(request.param, url, paubox_sandbox_server, db_name, log)
+    w = Worker(request.param, url, paubox_sandbox_server, db_name, log, billing_server)
     w.start()
     with w.app.connection_for_write() as conn:  # a queue of our own, emptied at the end
         yield w
@@ -176,7 +232,7 @@ def send(n: int, prefix: str) -> list[EmailMessage]:
         )
         for i in range(n)
     ]
-    assert get_connection(CELERY_BACKEND).send_messages(messages) == n
+    assert new_connection(CELERY_BACKEND).send_messages(messages) == n
     return messages
 
 
@@ -273,3 +329,45 @@ def test_paubox_503_then_recovering(worker, publish_to, paubox_sandbox):
     assert set(Message.objects.values_list("state", flat=True)) == {"sent"}
     assert Message.objects.filter(attempts__gt=1).exists()
     assert_exactly_once(paubox_sandbox, "flaky")
+
+
+def test_two_accounts_each_message_goes_out_and_is_tracked_with_its_own(
+    worker, publish_to, paubox_sandbox, billing, settings
+):
+    """Issue #12: the worker sends each queued message with the credentials of the mailer (or
+    label) that queued it, never the global ones; receipts and cancel follow."""
+    if worker.broker != "redis":
+        pytest.skip("runs on Redis")
+    later = timezone.now() + timedelta(hours=1)
+    statement = EmailMessage(
+        "Statement", "Balance due.", "billing@clinic.example", ["b@example.com"]
+    )
+    scheduled = EmailMessage("Statement", "Due soon.", "billing@clinic.example", ["s@example.com"])
+    scheduled.paubox_send_at = later  # type: ignore[attr-defined]
+    if DJANGO_61:
+        settings.MAILERS = {
+            **settings.MAILERS,
+            "billing": {"BACKEND": CELERY_BACKEND, "OPTIONS": billing_options(billing)},
+        }
+        assert mail.mailers["billing"].send_messages([statement, scheduled]) == 2
+    else:
+        entry = {key.upper(): value for key, value in billing_options(billing).items()}
+        settings.PAUBOX = {**settings.PAUBOX, "CONNECTIONS": {"billing": entry}}
+        connection = new_connection(CELERY_BACKEND, **billing_options(billing))
+        assert connection.send_messages([statement, scheduled]) == 2
+    send(3, "front")
+    settle()
+    rows = Message.objects.order_by("pk")
+    assert [r.state for r in rows] == ["sent"] * 5
+    billing_name = "mailer:billing" if DJANGO_61 else "label:billing"
+    assert [r.mailer for r in rows] == [billing_name] * 2 + ["default"] * 3
+    assert len(paubox_sandbox.messages) == 3 and len(billing.messages) == 1
+    assert len(billing.scheduled) == 1 and paubox_sandbox.scheduled == []
+
+    assert poll_receipts(due_messages(include_all=True)).errors == 0
+    for sandbox, count in ((paubox_sandbox, 3), (billing, 2)):
+        paths = [p for _, p in sandbox.requests if "message_receipt" in p]
+        assert len(paths) == count
+        assert all(f"/v1/{sandbox.username}/" in p for p in paths)
+    scheduled_sends.cancel(Message.objects.get(scheduled_at__isnull=False))
+    assert billing.scheduled[0].status == "cancelled"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.core.mail import get_connection
 from django.test import override_settings
 
 from django_paubox.checks import check_paubox_settings
 from django_paubox.conf import get_settings
 from django_paubox.exceptions import PauboxConfigError
+from tests.mailers import CELERY, DJANGO_61, default_connection, use_backend
 
 BACKEND = "django_paubox.backends.PauboxEmailBackend"
 
@@ -78,13 +78,14 @@ def test_repr_never_shows_the_key():
         ({"API_KEY": "k"}, 'PAUBOX["API_USERNAME"]'),
     ],
 )
-def test_missing_credentials_name_the_setting(paubox, named):
-    with override_settings(PAUBOX=paubox, EMAIL_BACKEND=BACKEND):
-        with pytest.raises(ImproperlyConfigured) as info:
-            get_connection()
-        assert named in str(info.value)
-        errors = [m for m in check_paubox_settings() if m.id == "django_paubox.E002"]
-        assert len(errors) == 1 and named in errors[0].msg
+def test_missing_credentials_name_the_setting(paubox, named, settings):
+    settings.PAUBOX = paubox
+    use_backend(settings, BACKEND)
+    with pytest.raises(ImproperlyConfigured) as info:
+        default_connection()
+    assert named in str(info.value)
+    errors = [m for m in check_paubox_settings() if m.id == "django_paubox.E002"]
+    assert len(errors) == 1 and named in errors[0].msg
 
 
 @pytest.mark.parametrize(
@@ -145,9 +146,11 @@ def test_paubox_must_be_a_dict():
             get_settings()
 
 
-def test_check_finds_our_backend_in_django_61_mailers():
-    mailers = {"default": {"BACKEND": "django_paubox.backends.PauboxCeleryEmailBackend"}}
-    with override_settings(PAUBOX={}, EMAIL_BACKEND="x.Other", MAILERS=mailers):
-        assert "django_paubox.E002" in {m.id for m in check_paubox_settings()}
-    with override_settings(PAUBOX={}, EMAIL_BACKEND="x.Other", MAILERS={}):
-        assert "django_paubox.E002" not in {m.id for m in check_paubox_settings()}
+@pytest.mark.skipif(not DJANGO_61, reason="MAILERS is Django 6.1's")
+def test_check_finds_our_backend_in_django_61_mailers(settings):
+    settings.PAUBOX = {}
+    use_backend(settings, "x.Other", billing={"BACKEND": CELERY})
+    errors = [m for m in check_paubox_settings() if m.id == "django_paubox.E002"]
+    assert [e.msg.split(":")[0] for e in errors] == ['MAILERS["billing"]']
+    use_backend(settings, "x.Other")
+    assert "django_paubox.E002" not in {m.id for m in check_paubox_settings()}

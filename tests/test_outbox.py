@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils import timezone
 
@@ -14,6 +14,7 @@ from django_paubox import outbox, tasks
 from django_paubox.models import Message
 from django_paubox.tracking.statuses import Status
 from tests.factories import emails as make
+from tests.mailers import new_connection
 
 CELERY_BACKEND = "django_paubox.backends.PauboxCeleryEmailBackend"
 FROM = "reminders@clinic.example"
@@ -40,7 +41,7 @@ def queue(n: int = 1, **kw) -> list[EmailMessage]:
         to=["p{i}@example.com"],
         body=kw.get("body", BODY),
     )
-    assert get_connection(CELERY_BACKEND).send_messages(messages) == n
+    assert new_connection(CELERY_BACKEND).send_messages(messages) == n
     return messages
 
 

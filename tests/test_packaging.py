@@ -172,7 +172,11 @@ settings.configure(
     TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
     STATIC_URL="/static/",
     USE_TZ=True,
-    EMAIL_BACKEND="django_paubox.backends.PauboxEmailBackend",
+    **(  # Django 6.1 deprecates EMAIL_BACKEND for MAILERS
+        {"MAILERS": {"default": {"BACKEND": "django_paubox.backends.PauboxEmailBackend"}}}
+        if django.VERSION >= (6, 1)
+        else {"EMAIL_BACKEND": "django_paubox.backends.PauboxEmailBackend"}
+    ),
     PAUBOX={"API_KEY": "k", "API_USERNAME": "u", "WEBHOOK_SECRET": "s" * 32},
     DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
 )

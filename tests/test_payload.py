@@ -33,6 +33,7 @@ from django_paubox.sending.payload import (
     sendable_recipient_count,
 )
 from tests.factories import email as make
+from tests.mailers import DJANGO_61
 
 CONF = PauboxSettings()
 SENDER = "sender@clinic.example"
@@ -374,14 +375,26 @@ def test_email_attachment_namedtuple_and_attach_file(tmp_path: Path) -> None:
     ]
 
 
+def attach_mime(email: EmailMessage, part: Any) -> None:
+    """``email.attach(<MIMEBase part>)``, which Django 6.1 deprecates (for ``MIMEPart``) but
+    still takes: users' code does it, so the payload must still handle it."""
+    if not DJANGO_61:
+        email.attach(part)
+        return
+    from django.utils.deprecation import RemovedInDjango70Warning
+
+    with pytest.warns(RemovedInDjango70Warning, match="MIMEBase attachments are deprecated"):
+        email.attach(part)
+
+
 def test_mime_part_attachments() -> None:
     email = make()
     app = MIMEApplication(b"\x00binary\xff", "octet-stream")
     app.add_header("Content-Disposition", "attachment", filename="data.bin")
     text = MIMEText("Zoë's notes", "plain", "utf-8")
     text.add_header("Content-Disposition", "attachment", filename=("utf-8", "", "notes é.txt"))
-    email.attach(app)
-    email.attach(text)
+    attach_mime(email, app)
+    attach_mime(email, text)
     assert attachments_of(email) == [
         {"fileName": "data.bin", "contentType": "application/octet-stream",
          "content": b64(b"\x00binary\xff")},
@@ -397,8 +410,8 @@ def test_inline_image_is_sent_as_ordinary_attachment() -> None:
     image.add_header("Content-Disposition", "inline", filename="logo.png")
     unnamed = MIMEImage(PNG, "png")
     unnamed.add_header("Content-ID", "<other>")
-    email.attach(image)
-    email.attach(unnamed)
+    attach_mime(email, image)
+    attach_mime(email, unnamed)
     assert attachments_of(email) == [
         {"fileName": "logo.png", "contentType": "image/png", "content": b64(PNG)},
         {"fileName": "attachment.png", "contentType": "image/png", "content": b64(PNG)},
@@ -408,7 +421,7 @@ def test_inline_image_is_sent_as_ordinary_attachment() -> None:
 def test_message_rfc822_attachments_are_serialised() -> None:
     forwarded = EmailMessage("Fwd subject", "forwarded body", "x@example.com", ["y@example.com"])
     email = make()
-    email.attach(MIMEMessage(forwarded.message()))
+    attach_mime(email, MIMEMessage(forwarded.message()))
     email.attach("fwd.eml", forwarded, "message/rfc822")
     email.attachments.append(("str.eml", "Subject: s\n\nbody text\n", "message/rfc822"))
     found = attachments_of(email)
@@ -423,7 +436,7 @@ def test_message_rfc822_attachments_are_serialised() -> None:
 
 def test_multipart_attachment_is_refused() -> None:
     email = make()
-    email.attach(MIMEMultipart("alternative"))
+    attach_mime(email, MIMEMultipart("alternative"))
     assert "multipart/alternative" in payload_error(email)
 
 
@@ -675,7 +688,7 @@ def test_examples_validate_against_spec(validators: dict[str, Any], spec: dict[s
         alternatives=[("<p>html</p>", "text/html")],
     )
     full.attach("a.pdf", b"%PDF", "application/pdf")
-    full.attach(MIMEImage(PNG, "png"))
+    attach_mime(full, MIMEImage(PNG, "png"))
     full.paubox_force_secure_notification = True
     full.paubox_unsubscribe_url = "https://clinic.example/u"
     html_only = make(body="<p>h</p>")

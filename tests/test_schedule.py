@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 from django.contrib.auth.models import Permission, User
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMessage
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -24,6 +24,7 @@ from django_paubox.models import Message
 from django_paubox.sending import scheduled as scheduled_sends
 from django_paubox.sending.options import format_send_at, send_at_of, send_options
 from django_paubox.tracking import polling as receipts
+from tests.mailers import new_connection
 
 FROM = "Clinic <reminders@clinic.example>"
 UTC = datetime.timezone.utc
@@ -272,7 +273,7 @@ def test_scheduled_message_is_delivered_when_paubox_sends_it(paubox_sandbox):
 def test_scheduled_messages_go_alone_beside_the_bulk(paubox_sandbox):
     emails = [scheduled_email(later(hours=h), to=f"s{h}@example.com") for h in (1, 2)]
     plain = [EmailMessage("Now", "Body", FROM, [f"n{i}@example.com"]) for i in range(2)]
-    assert get_connection().send_messages([plain[0], emails[0], plain[1], emails[1]]) == 4
+    assert new_connection().send_messages([plain[0], emails[0], plain[1], emails[1]]) == 4
     assert posts(paubox_sandbox, "schedule") == 2 and posts(paubox_sandbox, "bulk_messages") == 1
     scheduled = Message.objects.filter(scheduled_at__isnull=False).order_by("scheduled_at")
     assert [m.scheduled_at for m in scheduled] == [e.paubox_send_at for e in emails]  # type: ignore[attr-defined]
@@ -314,7 +315,7 @@ def test_paubox_refusing_a_schedule_fails_the_row(paubox_sandbox):
 def test_scheduled_message_through_the_celery_outbox(paubox_sandbox, monkeypatch):
     monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *a, **kw: None)
     when = later(hours=3)
-    backend = get_connection("django_paubox.backends.PauboxCeleryEmailBackend")
+    backend = new_connection("django_paubox.backends.PauboxCeleryEmailBackend")
     assert backend.send_messages([scheduled_email(when)]) == 1
     row = Message.objects.get()
     assert row.state == "queued" and row.payload["send_at"] == format_send_at(when)
@@ -327,7 +328,7 @@ def test_scheduled_message_through_the_celery_outbox(paubox_sandbox, monkeypatch
 @pytest.mark.django_db
 def test_a_send_time_that_passed_in_the_outbox_is_sent_at_once(paubox_sandbox, monkeypatch):
     monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *a, **kw: None)
-    backend = get_connection("django_paubox.backends.PauboxCeleryEmailBackend")
+    backend = new_connection("django_paubox.backends.PauboxCeleryEmailBackend")
     backend.send_messages([scheduled_email(later(hours=1))])
     row = Message.objects.get()
     payload = dict(row.payload)

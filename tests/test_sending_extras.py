@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.core import mail
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMessage
 from django.test import TestCase, override_settings
 
 from django_paubox import signals, tasks
@@ -16,6 +16,7 @@ from django_paubox.models import Message
 from django_paubox.sandbox import SandboxServer
 from django_paubox.sandbox.pytest_plugin import SANDBOX_API_KEY
 from django_paubox.testing import PauboxSandboxMixin
+from tests.mailers import new_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +58,7 @@ def test_messages_are_routed_by_from_domain_and_batches_split(two_domains):
         message("desk@A.EXAMPLE", "p3@example.com"),
         message("desk@b.example", "p4@example.com"),
     ]
-    assert get_connection().send_messages(messages) == 4
+    assert new_connection().send_messages(messages) == 4
     assert [m.recipients for m in a.messages] == [["p1@example.com"], ["p3@example.com"]]
     assert [m.recipients for m in b.messages] == [["p2@example.com"], ["p4@example.com"]]
     assert {m.endpoint for m in a.messages + b.messages} == {"bulk_messages"}
@@ -68,7 +69,7 @@ def test_from_on_no_configured_domain_fails_before_http(two_domains):
     a, b = two_domains
     bad = message("desk@elsewhere.example", "p@example.com")
     with pytest.raises(PauboxPayloadError) as info:
-        get_connection().send_messages([bad])
+        new_connection().send_messages([bad])
     assert '"elsewhere.example"' in str(info.value)
     assert a.requests == [] and b.requests == []
     row = Message.objects.get()
@@ -78,7 +79,7 @@ def test_from_on_no_configured_domain_fails_before_http(two_domains):
 def test_outbox_routes_by_domain_too(two_domains, monkeypatch):
     a, b = two_domains
     monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *args, **kw: None)
-    connection = get_connection("django_paubox.backends.PauboxCeleryEmailBackend")
+    connection = new_connection("django_paubox.backends.PauboxCeleryEmailBackend")
     connection.send_messages(
         [message("desk@a.example", "p1@example.com"), message("desk@b.example", "p2@example.com")]
     )
@@ -89,7 +90,7 @@ def test_outbox_routes_by_domain_too(two_domains, monkeypatch):
 
 def test_connection_credentials_override_domain_routing(two_domains):
     a, _ = two_domains
-    connection = get_connection(api_key=SANDBOX_API_KEY)
+    connection = new_connection(api_key=SANDBOX_API_KEY)
     assert connection.send_messages([message("desk@elsewhere.example", "p@example.com")]) == 1
     assert len(a.messages) == 1
 
@@ -129,7 +130,7 @@ def test_pre_send_may_change_or_cancel_a_message(paubox_sandbox):
             message("d@clinic.example", "cancel@example.com"),
             message("d@clinic.example", "keep@example.com"),
         ]
-        assert get_connection().send_messages(messages) == 1
+        assert new_connection().send_messages(messages) == 1
     finally:
         signals.pre_send.disconnect(receiver)
     assert [m.recipients for m in paubox_sandbox.messages] == [["keep@example.com"]]
@@ -154,8 +155,8 @@ def test_post_send_reports_per_recipient_outcomes_and_a_failing_receiver_is_harm
         paubox_sandbox.fail_next(422, count=1, endpoint="messages")
         ok = EmailMessage("s", "b", "d@clinic.example", ["ok@example.com"], cc=["cc@example.com"])
         bad = message("d@clinic.example", "bad@example.com")
-        assert get_connection(fail_silently=True).send_messages([bad]) == 0
-        assert get_connection().send_messages([ok]) == 1
+        assert new_connection(fail_silently=True).send_messages([bad]) == 0
+        assert new_connection().send_messages([ok]) == 1
     finally:
         signals.post_send.disconnect(record)
         signals.post_send.disconnect(broken)

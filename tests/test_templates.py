@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -26,6 +26,7 @@ from django_paubox.sandbox.templates import parse_form
 from django_paubox.sending import templates as templates_api
 from django_paubox.sending.options import send_options, template_of
 from django_paubox.sending.payload import build_message
+from tests.mailers import new_connection
 
 FROM = "Clinic <reminders@clinic.example>"
 REMINDER = (
@@ -411,7 +412,7 @@ def test_a_batch_of_templated_messages_goes_one_by_one_beside_the_bulk(paubox_sa
     emails = [templated(f"p{i}@example.com", values={**VALUES, "name": f"P{i}"}) for i in range(3)]
     plain = [EmailMessage("Plain", "Body", FROM, [f"q{i}@example.com"]) for i in range(2)]
     assert (
-        get_connection().send_messages([emails[0], plain[0], emails[1], plain[1], emails[2]]) == 5
+        new_connection().send_messages([emails[0], plain[0], emails[1], plain[1], emails[2]]) == 5
     )
     assert posts(paubox_sandbox, "templated_messages") == 3
     assert posts(paubox_sandbox, "bulk_messages") == 1
@@ -439,7 +440,7 @@ def test_unknown_template_fails_the_row_with_pauboxs_words(paubox_sandbox, statu
 def test_unknown_template_in_a_batch_fails_only_that_message(paubox_sandbox):
     paubox_sandbox.add_template("reminder", REMINDER)
     good, bad = templated("a@example.com"), templated("b@example.com", name="gone")
-    sent = get_connection(fail_silently=True).send_messages([good, bad])
+    sent = new_connection(fail_silently=True).send_messages([good, bad])
     assert sent == 1
     states = dict(Message.objects.values_list("deliveries__recipient", "state"))
     assert states == {"a@example.com": "sent", "b@example.com": "failed"}
@@ -460,7 +461,7 @@ def test_values_that_are_not_json_fail_the_row_before_any_http(paubox_sandbox):
 def test_templated_message_through_the_celery_outbox(paubox_sandbox, monkeypatch, settings):
     paubox_sandbox.add_template("reminder", REMINDER)
     monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *a, **kw: None)
-    backend = get_connection("django_paubox.backends.PauboxCeleryEmailBackend")
+    backend = new_connection("django_paubox.backends.PauboxCeleryEmailBackend")
     assert backend.send_messages([templated(), templated("b@example.com")]) == 2
     rows = list(Message.objects.order_by("pk"))
     assert rows[0].state == "queued"
@@ -479,7 +480,7 @@ def test_templated_message_through_the_celery_outbox(paubox_sandbox, monkeypatch
 @pytest.mark.django_db
 def test_unknown_template_through_the_outbox_fails_without_retrying(paubox_sandbox, monkeypatch):
     monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *a, **kw: None)
-    backend = get_connection("django_paubox.backends.PauboxCeleryEmailBackend")
+    backend = new_connection("django_paubox.backends.PauboxCeleryEmailBackend")
     backend.send_messages([templated(name="missing")])
     row = Message.objects.get()
     assert tasks.send_queued([row.pk])["failed"] == 1
@@ -668,7 +669,7 @@ def test_an_outage_stops_a_batch_of_templated_messages_after_one_request(paubox_
     paubox_sandbox.fail_next(503, count=10)
     emails = [templated(f"p{i}@example.com") for i in range(4)]
     emails.append(EmailMessage("Plain", "Body", FROM, ["q@example.com"]))
-    assert get_connection(fail_silently=True).send_messages(emails) == 0
+    assert new_connection(fail_silently=True).send_messages(emails) == 0
     assert len(paubox_sandbox.requests) == 1  # not one timeout per message
     rows = Message.objects.order_by("pk")
     assert {r.state for r in rows} == {"failed"}

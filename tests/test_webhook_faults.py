@@ -136,9 +136,7 @@ def test_migration_forgets_times_stored_before_the_fix(admin_client: Client):
         ]:
             cursor.execute(f"UPDATE {table} SET {column} = %s WHERE id = %s", [value, pk])  # noqa: S608
     event_page = reverse("admin:django_paubox_webhookevent_change", args=[event.pk])
-    migration = importlib.import_module(
-        "django_paubox.migrations.0003_clear_implausible_times"
-    )
+    migration = importlib.import_module("django_paubox.migrations.0003_clear_implausible_times")
     migration.forget_implausible_times(global_apps, None)
     assert admin_client.get(event_page).status_code == 200
     assert admin_client.get(reverse("admin:django_paubox_delivery_changelist")).status_code == 200

@@ -85,6 +85,10 @@ class MessageActions(admin.ModelAdmin):
         except PauboxError as exc:
             self.message_user(request, f"Refreshing receipts failed: {exc}", messages.ERROR)
             return
+        for reason in dict.fromkeys(summary.unresolved.values()):
+            self.message_user(request, f"Cannot refresh receipts: {reason}", messages.ERROR)
+        if summary.unresolved and summary.errors == summary.checked:
+            return  # none could be asked about: the reasons say it all
         errors = summary.errors
         parts = [
             ngettext(

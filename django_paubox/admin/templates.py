@@ -123,11 +123,14 @@ class DynamicTemplateAdmin(admin.ModelAdmin):
         context = {"paubox_can_sync": self.has_change_permission(request), **(extra_context or {})}
         return super().changelist_view(request, context)
 
-    def get_actions(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> Any:
         # Bulk delete would report success for templates Paubox refused to delete: templates
-        # are deleted one at a time, from their page, through Paubox. (*args: Django 6.1 adds
-        # an action_location argument.)
-        actions = super().get_actions(request, *args, **kwargs)
+        # are deleted one at a time, from their page, through Paubox. (action_location: Django
+        # 6.1 adds it, and deprecates overrides whose signature lacks it; absent before.)
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg,unused-ignore]
         actions.pop("delete_selected", None)
         return actions
 

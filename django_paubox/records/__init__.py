@@ -30,7 +30,9 @@ from .sends import (
     release_stale_claims,
     renew_claims,
     requeue,
+    resume_polling,
     stale_outbox,
+    stop_polling,
 )
 from .suppressions import (
     SUPPRESSED_RAW_STATUS,
@@ -61,7 +63,9 @@ __all__ = [
     "release_stale_claims",
     "renew_claims",
     "requeue",
+    "resume_polling",
     "stale_outbox",
+    "stop_polling",
     "suppress_hard_bounces",
     "suppressed_addresses",
 ]

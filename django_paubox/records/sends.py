@@ -26,6 +26,7 @@ def create_messages(
     *,
     state: str = Message.State.SENDING,
     keep_payload: bool = False,
+    mailers: Sequence[str] | None = None,
 ) -> list[Message]:
     """Write one Message and its Delivery rows per prepared message, before Paubox is called.
 
@@ -34,8 +35,12 @@ def create_messages(
     ``keep_payload`` stores the Paubox payload (PHI) on the row: the Celery outbox needs it
     until the send; ``STORE_CONTENT`` keeps it afterwards. A row created ``sending`` (the plain
     backend) is claimed from now: if the process dies mid-send, the sweeper finds it stale.
+    ``mailers`` holds, per message, the identity of the credentials that send it
+    (``Message.mailer``; see :func:`django_paubox.conf.settings_for`); ``"default"`` for all
+    when not given.
     """
     now = timezone.now()
+    identities = list(mailers) if mailers is not None else ["default"] * len(prepared)
     messages = [
         Message(
             state=state,
@@ -51,8 +56,11 @@ def create_messages(
             # paubox_metadata / paubox_tags, validated by the payload builder (not PHI).
             metadata=payload.get("metadata") or {},
             tags=payload.get("tags") or [],
+            mailer=mailer,
         )
-        for subject, from_email, recipients, payload in prepared
+        for (subject, from_email, recipients, payload), mailer in zip(
+            prepared, identities, strict=True
+        )
     ]
     with transaction.atomic():
         Message.objects.bulk_create(messages)
@@ -305,6 +313,23 @@ def release_stale_claims(message_ids: Sequence[int], conf: PauboxSettings) -> li
         return [m.pk for m in requeue(outbox, reason, conf, delay=0)]
     mark_failed(outbox, reason + " (not resent: RESEND_AMBIGUOUS is off)", conf)
     return []
+
+
+#: Starts the reason :func:`stop_polling` records.
+NOT_POLLED = "Receipts not polled: "
+
+
+def stop_polling(message_ids: Sequence[int], reason: str) -> None:
+    """No receipt can be asked for these sent messages (their credentials are gone from the
+    settings): clear their schedule and keep the reason on the row, for the admin."""
+    Message.objects.filter(pk__in=list(message_ids)).update(
+        next_receipt_check_at=None, error=NOT_POLLED + reason
+    )
+
+
+def resume_polling(message_ids: Sequence[int]) -> None:
+    """Their credentials are back: forget the reason :func:`stop_polling` recorded."""
+    Message.objects.filter(pk__in=list(message_ids), error__startswith=NOT_POLLED).update(error="")
 
 
 # --- Scheduled sends --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from django.core.mail import EmailMessage
 
 from .. import records, signals
 from ..client import PauboxClient
-from ..conf import PauboxSettings, get_settings
+from ..conf import PauboxSettings, settings_for
 from ..exceptions import (
     PauboxAmbiguousResponse,
     PauboxAPIError,
@@ -370,14 +370,17 @@ def resend_stored(message: Message) -> Message:
             "out of the database), so it cannot be resent."
         )
     sender = message.payload["message"].get("headers", {}).get("from") or message.from_email
-    conf = get_settings().for_sender(sender)  # before the row: no key, nothing recorded
+    # The credentials that sent it, found before the row: no key, nothing recorded.
+    conf = settings_for(message.mailer, sender=sender)
     recipients = [  # not those a suppression left out of the stored payload
         (kind, address)
         for kind, address, raw in message.deliveries.values_list("kind", "recipient", "raw_status")
         if not raw.startswith(records.SUPPRESSED_RAW_STATUS + ":")
     ]
     (row,) = records.create_messages(
-        [(message.subject, message.from_email, recipients, message.payload)], conf
+        [(message.subject, message.from_email, recipients, message.payload)],
+        conf,
+        mailers=[message.mailer],
     )
     item = Prepared(row=row, payload=message.payload, recipients=[a for _, a in recipients])
     with PauboxClient(conf) as client:

@@ -2,8 +2,9 @@
 
 A message Paubox holds for later is ``sent`` with ``scheduled_at`` in the future (see
 :mod:`django_paubox.records`). Cancelling makes it ``cancelled``; rescheduling moves its
-``scheduled_at`` (and ``sent_at``). Both ask Paubox with the key of the message's From domain,
-and change the record only when Paubox agreed, so the record never claims what Paubox refused.
+``scheduled_at`` (and ``sent_at``). Both ask Paubox with the credentials that sent the message
+(``Message.mailer``), and change the record only when Paubox agreed, so the record never claims
+what Paubox refused.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from .. import records
 from ..client import PauboxClient
-from ..conf import get_settings
+from ..conf import settings_for
 from ..exceptions import NotScheduled
 from ..models import Message
 from .options import format_send_at
@@ -43,7 +44,8 @@ def _require_pending(message: Message) -> None:
 
 
 def _client_for(message: Message) -> PauboxClient:
-    return PauboxClient(get_settings().for_sender(message.from_email))
+    """A client with the credentials that sent ``message`` (never another key)."""
+    return PauboxClient(settings_for(message.mailer, sender=message.from_email))
 
 
 def cancel(message: Message, *, client: PauboxClient | None = None) -> Message:

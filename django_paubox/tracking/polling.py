@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,8 +27,14 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from .. import records
-from ..conf import PauboxSettings, get_settings
-from ..exceptions import PauboxAPIError
+from ..conf import PauboxSettings, get_settings, sender_domain, settings_for
+from ..exceptions import (
+    CredentialsNotFound,
+    PauboxAPIError,
+    PauboxConfigError,
+    PauboxError,
+    PauboxPayloadError,
+)
 from ..models import Delivery, Message
 from . import statuses
 from .statuses import WEBHOOK_EVENT_NAMES, Status
@@ -75,6 +81,9 @@ class RefreshSummary:
     expired: int = 0
     #: Tracking ids of the messages counted in ``errors`` (for logs and the command).
     error_tracking_ids: list[str] = field(default_factory=list)
+    #: Why messages could not be asked about at all, by credentials identity
+    #: (``Message.mailer``): their credentials are missing or gone from the settings.
+    unresolved: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +195,14 @@ class _Target:
     pk: int
     tracking_id: str
     sent_at: datetime
+    #: ``Message.mailer``: whose credentials ask about it.
+    mailer: str = ""
+    from_email: str = ""
+
+    @property
+    def credentials_key(self) -> tuple[str, str]:
+        # Rows sent before 0.2 recorded no identity: the key of their From domain, as then.
+        return (self.mailer, "" if self.mailer else sender_domain(self.from_email))
 
 
 @dataclass
@@ -199,16 +216,20 @@ def _targets(messages: Iterable[Message] | QuerySet[Message]) -> list[_Target]:
     """Only what polling needs, read once, so no queryset stays open while we write."""
     rows: Iterable[tuple[Any, ...]]
     if isinstance(messages, QuerySet):
-        rows = messages.values_list("pk", "tracking_id", "sent_at", "created_at")
+        rows = messages.values_list(
+            "pk", "tracking_id", "sent_at", "created_at", "mailer", "from_email"
+        )
     else:
-        rows = ((m.pk, m.tracking_id, m.sent_at, m.created_at) for m in messages)
+        rows = (
+            (m.pk, m.tracking_id, m.sent_at, m.created_at, m.mailer, m.from_email) for m in messages
+        )
     seen: set[int] = set()
     targets = []
-    for pk, tracking_id, sent_at, created_at in rows:
+    for pk, tracking_id, sent_at, created_at, mailer, from_email in rows:
         if not tracking_id or pk in seen:
             continue
         seen.add(pk)
-        targets.append(_Target(pk, tracking_id, sent_at or created_at))
+        targets.append(_Target(pk, tracking_id, sent_at or created_at, mailer, from_email))
     return targets
 
 
@@ -224,24 +245,22 @@ def poll_receipts(
 
     At most ``RECEIPT_CONCURRENCY`` requests are in flight; receipts are applied in the calling
     thread, ``batch_size`` per transaction, forward-only (:func:`records.apply_receipts`).
-    ``client`` defaults to a new :class:`~django_paubox.client.PauboxClient` (closed at the
-    end); a given client is left open. ``progress(done, total)`` is called after each answer.
+    Each message is asked about with the credentials that sent it (``Message.mailer``): one
+    :class:`~django_paubox.client.PauboxClient` per identity (closed at the end). Messages
+    whose credentials are gone from the settings stop being polled, with the reason recorded
+    (:func:`records.stop_polling`), and count as errors. A given ``client`` asks about every
+    message (tests) and is left open. ``conf`` rules polling itself (concurrency, schedule);
+    ``progress(done, total)`` is called after each answer.
     """
     conf = conf or get_settings()
     targets = _targets(messages)
     summary = RefreshSummary()
     if not targets:
         return summary
-    own_client = client is None
-    if own_client:
-        from ..client import PauboxClient
-
-        client = PauboxClient(conf)
-    try:
+    if client is not None:
         _poll(targets, client, conf, summary, progress, max(1, batch_size))
-    finally:
-        if own_client:
-            client.close()
+    else:
+        _poll_by_credentials(targets, conf, summary, progress, max(1, batch_size))
     logger.info(
         "Paubox receipts: checked %d, changed %d, not found yet %d, errors %d, finished %d, "
         "expired %d",
@@ -253,6 +272,59 @@ def poll_receipts(
         summary.expired,
     )
     return summary
+
+
+def _poll_by_credentials(
+    targets: list[_Target],
+    conf: PauboxSettings,
+    summary: RefreshSummary,
+    progress: ProgressCallback | None,
+    batch_size: int,
+) -> None:
+    """Poll each group of messages sent with the same credentials with its own client."""
+    from ..client import PauboxClient
+
+    groups: dict[tuple[str, str], list[_Target]] = {}
+    for target in targets:
+        groups.setdefault(target.credentials_key, []).append(target)
+    done_before = 0
+
+    def shifted(done: int, total: int) -> None:
+        assert progress is not None
+        progress(done_before + done, len(targets))
+
+    for group in groups.values():
+        first = group[0]
+        try:
+            credentials = settings_for(first.mailer, sender=first.from_email)
+            client = PauboxClient(
+                replace(credentials, receipt_concurrency=conf.receipt_concurrency)
+            )
+        except (PauboxConfigError, PauboxPayloadError) as error:
+            _credentials_gone(group, error, summary)
+        else:
+            records.resume_polling([target.pk for target in group])
+            try:
+                _poll(group, client, conf, summary, shifted if progress else None, batch_size)
+            finally:
+                client.close()
+        done_before += len(group)
+
+
+def _credentials_gone(group: list[_Target], error: PauboxError, summary: RefreshSummary) -> None:
+    """No credentials to ask with (never another key). Credentials gone from the settings (a
+    mailer, domain or label removed) stop these messages' polling with the reason on the row;
+    incomplete ones (a key not set) leave them due, to be polled once the key is back."""
+    identity = group[0].mailer or "default"
+    logger.warning(
+        "Paubox receipts: not polling %d message(s) of %r: %s", len(group), identity, error
+    )
+    summary.unresolved[identity] = str(error)
+    if isinstance(error, CredentialsNotFound):
+        records.stop_polling([target.pk for target in group], str(error))
+    for target in group:
+        summary.checked += 1
+        _count_error(summary, target.tracking_id, error)
 
 
 def _poll(

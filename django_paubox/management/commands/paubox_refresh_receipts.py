@@ -56,9 +56,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # No global key is needed: each message is asked about with the credentials that sent
+        # it (its MAILERS alias, DOMAINS entry or label); those that are gone count as errors.
         try:
             conf = get_settings(receipt_concurrency=options.get("concurrency"))
-            conf.require_credentials()
         except PauboxConfigError as error:
             raise CommandError(str(error), returncode=EXIT_USAGE) from None
         for name in ("limit", "concurrency"):  # call_command() bypasses argparse types
@@ -73,7 +74,7 @@ class Command(BaseCommand):
                 include_all=options["include_all"],
                 tracking_ids=options["tracking_ids"] or None,
                 conf=conf,
-            ).only("pk", "tracking_id", "sent_at", "created_at")
+            ).only("pk", "tracking_id", "sent_at", "created_at", "mailer", "from_email")
         )
         if options["tracking_ids"]:
             missing = sorted(set(options["tracking_ids"]) - {m.tracking_id for m in messages})
@@ -95,6 +96,8 @@ class Command(BaseCommand):
             f"{summary.finished} messages final, {summary.not_found_yet} not known to Paubox "
             f"yet, {summary.expired} too old to poll further, {summary.errors} errors."
         )
+        for identity, reason in summary.unresolved.items():
+            self.stderr.write(f"Not polled ({identity}): {reason}")
         if summary.errors:
             shown = ", ".join(summary.error_tracking_ids[:10])
             more = " …" if summary.errors > 10 else ""

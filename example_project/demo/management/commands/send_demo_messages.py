@@ -1,6 +1,6 @@
-from django.core.mail import get_connection
 from django.core.management.base import BaseCommand
 
+from example_project.demo.mailer import default_mailer
 from example_project.demo.messages import PATIENTS, demo_messages
 
 
@@ -9,7 +9,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         messages = demo_messages()
-        with get_connection() as connection:
+        with default_mailer() as connection:
             sent = connection.send_messages(messages)
         for message, (_, address, outcome) in zip(messages, PATIENTS, strict=True):
             tracking_id = getattr(message, "paubox_tracking_id", None) or "(queued)"
