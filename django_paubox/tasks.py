@@ -178,7 +178,7 @@ def _by_credentials(
     return groups
 
 
-@shared_task(name="django_paubox.sweep_outbox")
+@shared_task(name="django_paubox.sweep_outbox", ignore_result=True)
 def sweep_outbox() -> dict[str, int]:
     """Re-enqueue messages queued too long, settle those whose worker died mid-send."""
     conf = get_settings()
@@ -196,7 +196,7 @@ def sweep_outbox() -> dict[str, int]:
     return {"reenqueued": handed, "stale_claims": len(claimed)}
 
 
-@shared_task(name="django_paubox.refresh_receipts")
+@shared_task(name="django_paubox.refresh_receipts", ignore_result=True)
 def refresh_receipts(limit: int | None = 1000) -> dict[str, int]:
     """Poll ``/message_receipt`` for messages whose deliveries are not final and are due."""
     polling.stop_expired()
@@ -204,7 +204,7 @@ def refresh_receipts(limit: int | None = 1000) -> dict[str, int]:
     return {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
 
 
-@shared_task(name="django_paubox.purge")
+@shared_task(name="django_paubox.purge", ignore_result=True)
 def purge(older_than_days: int | None = None) -> dict[str, int]:
     """Apply retention: delete messages, deliveries and events older than the cutoff."""
     days = older_than_days or get_settings().purge_after_days

@@ -98,16 +98,21 @@ LOGGING = {
 
 # --- Celery (the outbox backend, receipts polling, sweeping, retention) ------------------------
 # EMAIL_BACKEND=django_paubox.backends.PauboxCeleryEmailBackend sends through the worker (run.sh
-# does). Without a broker server the demo uses kombu's filesystem transport.
+# does). Without a broker server the demo uses kombu's filesystem transport, every folder of it
+# under .demo/ (kombu's default control folder is ./control, wherever the worker started).
 DEMO_STATE = BASE_DIR / ".demo"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem"):
-    for folder in ("broker/out", "broker/processed"):
-        (DEMO_STATE / folder).mkdir(parents=True, exist_ok=True)
+    BROKER_FOLDERS = {
+        "data_folder_in": DEMO_STATE / "broker" / "out",
+        "data_folder_out": DEMO_STATE / "broker" / "out",
+        "processed_folder": DEMO_STATE / "broker" / "processed",
+        "control_folder": DEMO_STATE / "broker" / "control",
+    }
+    for folder in BROKER_FOLDERS.values():
+        folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(DEMO_STATE / "broker/out"),
-        "data_folder_out": str(DEMO_STATE / "broker/out"),
-        "processed_folder": str(DEMO_STATE / "broker/processed"),
+        **{option: str(folder) for option, folder in BROKER_FOLDERS.items()},
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = "django-db"

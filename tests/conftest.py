@@ -8,12 +8,15 @@ from tests.mailers import PLAIN, use_backend
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # The sandbox fixtures (paubox_sandbox, paubox_sandbox_server). An installed django-paubox
-    # registers this plugin through its pytest11 entry point already; register it only once.
+    # The sandbox fixtures (paubox_sandbox, paubox_sandbox_server) come from an opt-in plugin
+    # (docs/sandbox.md), loaded here for this repository's tests. Registered by hand rather than
+    # with `pytest_plugins = [...]`: an older install of django-paubox (an editable one made
+    # before the plugin became opt-in) still registers it through its pytest11 entry point, and
+    # pytest refuses to load one module twice.
     from django_paubox.sandbox import pytest_plugin
 
     if not config.pluginmanager.is_registered(pytest_plugin):
-        config.pluginmanager.register(pytest_plugin, "django_paubox")
+        config.pluginmanager.register(pytest_plugin, "django_paubox.sandbox.pytest_plugin")
 
 
 @pytest.fixture(autouse=True)

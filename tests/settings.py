@@ -44,6 +44,9 @@ TEMPLATES = [
     }
 ]
 STATIC_URL = "/static/"
+# Django's default hasher takes ~0.25 s a password on purpose; ~100 tests create an admin user.
+# The tests are not about password strength (the browser test still logs in through the form).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if os.environ.get("DJANGO_PAUBOX_TEST_DB") == "postgres":
     DATABASES = {

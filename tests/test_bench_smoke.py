@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("paubox")
 
+# The harness, not the library: once per CI run (.ci/run's .venv), not in every tox environment.
+pytestmark = pytest.mark.bench
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, dict]:

@@ -282,6 +282,21 @@ def test_every_message_arrives_exactly_once(worker, publish_to, paubox_sandbox):
     assert sum(json.loads(r.result)["sent"] for r in results) == 120
 
 
+def test_maintenance_tasks_store_no_result(worker, publish_to, paubox_sandbox):
+    """Beat runs them every minute: a result row per run would only grow the results table."""
+    from django_celery_results.models import TaskResult
+
+    sent = [tasks.sweep_outbox.delay(), tasks.refresh_receipts.delay(), tasks.purge.delay()]
+    done = [f"[{result.id}] succeeded" for result in sent]
+    deadline = time.monotonic() + 30
+    while not all(line in worker.log.read_text() for line in done):
+        assert time.monotonic() < deadline, worker.log.read_text()[-3000:]
+        time.sleep(0.1)
+    assert not TaskResult.objects.filter(task_id__in=[r.id for r in sent]).exists()
+    # The task that sends does store its counts (test_every_message_arrives_exactly_once).
+    assert not tasks.send_queued.ignore_result
+
+
 def test_broker_unreachable_at_send_time(worker, publish_to, paubox_sandbox, settings):
     if worker.broker != "redis":
         pytest.skip("fault drills run on Redis")
