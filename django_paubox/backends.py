@@ -100,6 +100,8 @@ class PauboxBackendBase(BaseEmailBackend):
             self.conf,
             keep_payload=keep_payload,
             state=state,
+            display_names=[payloads.recipient_display_names(email) for email, _, _ in ready]
+            + [{} for _ in refused],
         )
         prepared = [
             Prepared(row=row, payload=body, email=email, recipients=[a for _, a in rcpts])

@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from ..models import Delivery
-from ..tracking.statuses import Status
+from ..tracking.statuses import DESK_STATUSES, Status, event_label
 
 CSS = {"all": ("django_paubox/admin.css",)}
 EMPTY = "—"
@@ -41,8 +41,59 @@ def short_datetime(value: Any) -> SafeString | str:
         text = f"{formats.date_format(local, 'M j')} {formats.time_format(local)}"
     else:
         text = formats.date_format(local, "SHORT_DATE_FORMAT")
-    full = formats.date_format(local, "DATETIME_FORMAT")
-    return format_html('<span class="paubox-nowrap" title="{}">{}</span>', full, text)
+    return format_html('<span class="paubox-nowrap" title="{}">{}</span>', _full(local), text)
+
+
+def _full(local: Any) -> str:
+    """The date, the time to the second and the time zone: "Nov. 21, 2026, 20:26:05 UTC"."""
+    date = formats.date_format(local, "DATE_FORMAT")
+    return f"{date}, {local:%H:%M:%S} {formats.date_format(local, 'T')}"
+
+
+def full_datetime(value: Any) -> SafeString | str:
+    """A date and time for detail pages: to the second, with the time zone (``TIME_ZONE``)."""
+    if not value:
+        return EMPTY
+    return format_html('<span class="paubox-nowrap">{}</span>', _full(timezone.localtime(value)))
+
+
+def zone_name() -> str:
+    """The abbreviation of the admin's current time zone now ("UTC", "EST")."""
+    return formats.date_format(timezone.localtime(), "T")
+
+
+def desk_badge(key: str, *, raw: str = "") -> SafeString:
+    """The badge of one desk word (``tracking.statuses.DESK_STATUSES``); its meaning in the
+    tooltip. ``raw`` (a status this version does not know) is shown as it is."""
+    label, meaning = DESK_STATUSES.get(
+        key, (raw or "Unknown", "A status this version does not know.")
+    )
+    css = key if key in DESK_STATUSES else "unknown"
+    return format_html(
+        '<span class="paubox-badge paubox-badge--{}" title="{}">{}</span>', css, meaning, label
+    )
+
+
+def person(address: str, display_name: str = "") -> SafeString | str:
+    """A recipient as a person: the name, with the address under it (or the address alone)."""
+    if not display_name:
+        return format_html('<span class="paubox-address">{}</span>', address)
+    return format_html(
+        '<span class="paubox-person"><span class="paubox-name">{}</span> '
+        '<span class="paubox-address paubox-muted">{}</span></span>',
+        display_name,
+        address,
+    )
+
+
+def event_name(name: str) -> SafeString:
+    """A webhook event in words, with Paubox's raw name beside it."""
+    label = event_label(name)
+    if label == name:
+        return format_html('<code class="paubox-raw">{}</code>', name)
+    return format_html(
+        '<span class="paubox-event">{}</span> <code class="paubox-raw">{}</code>', label, name
+    )
 
 
 def admin_link(model: type[Any], pk: Any, text: str) -> SafeString:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,13 +26,16 @@ def create_messages(
     *,
     state: str = Message.State.SENDING,
     keep_payload: bool = False,
+    display_names: Sequence[Mapping[str, str]] | None = None,
 ) -> list[Message]:
     """Write one Message and its Delivery rows per prepared message, before Paubox is called.
 
     ``prepared`` holds ``(subject, from_email, recipients, payload)`` where ``recipients`` is
     ``[(kind, address), ...]``. Two bulk inserts however many messages there are.
     ``keep_payload`` stores the Paubox payload (PHI) on the row: the Celery outbox needs it
-    until the send; ``STORE_CONTENT`` keeps it afterwards.
+    until the send; ``STORE_CONTENT`` keeps it afterwards. ``display_names``, parallel to
+    ``prepared``, maps addresses to the names they were given ("Grace Hopper"); kept, like the
+    subject, only with ``STORE_SUBJECT``.
     """
     now = timezone.now()
     messages = [
@@ -49,11 +52,20 @@ def create_messages(
         )
         for subject, from_email, recipients, payload in prepared
     ]
+    names: Sequence[Mapping[str, str]] = (
+        display_names if display_names is not None and conf.store_subject else [{}] * len(prepared)
+    )
     with transaction.atomic():
         Message.objects.bulk_create(messages)
         Delivery.objects.bulk_create(
-            Delivery(message=message, recipient=address, kind=kind, status=Status.QUEUED)
-            for message, (_, _, recipients, _) in zip(messages, prepared, strict=True)
+            Delivery(
+                message=message,
+                recipient=address,
+                display_name=named.get(address, "")[:255],
+                kind=kind,
+                status=Status.QUEUED,
+            )
+            for message, (_, _, recipients, _), named in zip(messages, prepared, names, strict=True)
             for kind, address in recipients
         )
     return messages

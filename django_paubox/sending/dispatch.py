@@ -305,9 +305,13 @@ def resend_stored(message: Message) -> Message:
         )
     sender = message.payload["message"].get("headers", {}).get("from") or message.from_email
     conf = get_settings().for_sender(sender)  # before the row: no key, nothing recorded
-    recipients = list(message.deliveries.values_list("kind", "recipient"))
+    kept = list(message.deliveries.values_list("kind", "recipient", "display_name"))
+    recipients = [(kind, address) for kind, address, _ in kept]
+    names = {address: name for _, address, name in kept if name}
     (row,) = records.create_messages(
-        [(message.subject, message.from_email, recipients, message.payload)], conf
+        [(message.subject, message.from_email, recipients, message.payload)],
+        conf,
+        display_names=[names],
     )
     item = Prepared(row=row, payload=message.payload, recipients=[a for _, a in recipients])
     with PauboxClient(conf) as client:
