@@ -10,7 +10,7 @@ from django.db.models import (
     QuerySet,
 )
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from ..conf import get_settings
@@ -27,6 +27,7 @@ from .display import (
     full_datetime,
     person,
     short_datetime,
+    with_zone,
 )
 
 #: Times are shown to the second, with the time zone.
@@ -76,7 +77,6 @@ class DeliveryAdmin(RecordAdminMixin, admin.ModelAdmin):
         "message_link",
         "kind",
         "delivered_short",
-        "opened_short",
     )
     list_filter = (DeliveryStatusFilter, "via_secure_portal", "kind", "delivered_at", "opened_at")
     search_fields = ("recipient", "display_name", "message__tracking_id", "raw_status")
@@ -111,16 +111,19 @@ class DeliveryAdmin(RecordAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Delivery) -> SafeString:
-        """The desk word; the open time under an opened one, the secure portal when used."""
-        badge = desk_badge(
-            desk_status(obj.status, opened=obj.opened_at is not None), raw=obj.status
+        """The desk word; under it when it was opened, and the secure portal when used."""
+        key = desk_status(obj.status, opened=obj.opened_at is not None)
+        notes = []
+        if obj.opened_at is not None:
+            prefix = "" if key == "opened" else "opened "
+            notes.append(format_html("{}{}", prefix, short_datetime(obj.opened_at)))
+        if obj.via_secure_portal:
+            notes.append(format_html('<span class="paubox-muted">{}</span>', "via secure portal"))
+        return format_html(
+            "{}{}",
+            desk_badge(key, raw=obj.status),
+            format_html_join("", '<span class="paubox-opened">{}</span>', ((n,) for n in notes)),
         )
-        portal = (
-            format_html('<span class="paubox-muted paubox-opened">{}</span>', "via secure portal")
-            if obj.via_secure_portal
-            else ""
-        )
-        return format_html("{}{}", badge, portal)
 
     @admin.display(description="Message", ordering="message__subject")
     def message_link(self, obj: Delivery) -> SafeString:
@@ -131,13 +134,9 @@ class DeliveryAdmin(RecordAdminMixin, admin.ModelAdmin):
             Message, obj.message_id, format_html('<span class="paubox-subject">{}</span>', text)
         )
 
-    @admin.display(description="Delivered", ordering="delivered_at")
+    @admin.display(description=with_zone("Delivered"), ordering="delivered_at")
     def delivered_short(self, obj: Delivery) -> SafeString | str:
         return short_datetime(obj.delivered_at)
-
-    @admin.display(description="Opened", ordering="opened_at")
-    def opened_short(self, obj: Delivery) -> SafeString | str:
-        return short_datetime(obj.opened_at)
 
     @admin.display(description="Delivered")
     def delivered(self, obj: Delivery) -> SafeString | str:

@@ -7,8 +7,10 @@ from typing import Any
 
 from django.urls import reverse
 from django.utils import formats, timezone
+from django.utils.functional import lazy
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.text import format_lazy
 
 from ..models import Delivery
 from ..tracking.statuses import DESK_STATUSES, Status, event_label
@@ -46,15 +48,30 @@ def short_datetime(value: Any) -> SafeString | str:
 
 def _full(local: Any) -> str:
     """The date, the time to the second and the time zone: "Nov. 21, 2026, 20:26:05 UTC"."""
-    date = formats.date_format(local, "DATE_FORMAT")
-    return f"{date}, {local:%H:%M:%S} {formats.date_format(local, 'T')}"
+    return f"{_date(local)}, {_time(local)}"
+
+
+def _date(local: Any) -> str:
+    return formats.date_format(local, "DATE_FORMAT")
+
+
+def _time(local: Any) -> str:
+    return f"{local:%H:%M:%S} {formats.date_format(local, 'T')}"
 
 
 def full_datetime(value: Any) -> SafeString | str:
-    """A date and time for detail pages: to the second, with the time zone (``TIME_ZONE``)."""
+    """A date and time for detail pages: to the second, with the time zone (``TIME_ZONE``).
+
+    In a narrow table cell the time goes under the date, never the zone under the time.
+    """
     if not value:
         return EMPTY
-    return format_html('<span class="paubox-nowrap">{}</span>', _full(timezone.localtime(value)))
+    local = timezone.localtime(value)
+    return format_html(
+        '<span class="paubox-nowrap">{},</span> <span class="paubox-nowrap">{}</span>',
+        _date(local),
+        _time(local),
+    )
 
 
 def zone_name() -> str:
@@ -77,13 +94,20 @@ def desk_badge(key: str, *, raw: str = "") -> SafeString:
 def person(address: str, display_name: str = "") -> SafeString | str:
     """A recipient as a person: the name, with the address under it (or the address alone)."""
     if not display_name:
-        return format_html('<span class="paubox-address">{}</span>', address)
+        return format_html('<span class="paubox-address" title="{}">{}</span>', address, address)
     return format_html(
         '<span class="paubox-person"><span class="paubox-name">{}</span> '
-        '<span class="paubox-address paubox-muted">{}</span></span>',
+        '<span class="paubox-address paubox-muted" title="{}">{}</span></span>',
         display_name,
         address,
+        address,
     )
+
+
+def with_zone(label: str) -> Any:
+    """A column heading naming the time zone its times are in ("Sent (UTC)"), worked out when
+    the page is drawn (``TIME_ZONE``, or the zone a middleware activated)."""
+    return format_lazy("{} ({})", label, lazy(zone_name, str)())
 
 
 def event_name(name: str) -> SafeString:

@@ -18,12 +18,15 @@ from ..tracking.statuses import EVENT_LABELS
 from .base import RecordAdminMixin
 from .display import (
     CSS,
+    EMPTY,
     admin_link,
     event_name,
     full_datetime,
+    person,
     pretty_json,
     redact_subjects,
     short_datetime,
+    with_zone,
 )
 
 
@@ -65,9 +68,8 @@ class LinkedFilter(admin.SimpleListFilter):
 class WebhookEventAdmin(RecordAdminMixin, admin.ModelAdmin):
     list_display = (
         "event",
-        "recipient",
+        "to",
         "occurred_short",
-        "received_short",
         "message_link",
     )
     list_display_links = ("event",)
@@ -102,13 +104,20 @@ class WebhookEventAdmin(RecordAdminMixin, admin.ModelAdmin):
     def event(self, obj: WebhookEvent) -> SafeString:
         return event_name(obj.event_name)
 
-    @admin.display(description="Occurred", ordering="occurred_at")
-    def occurred_short(self, obj: WebhookEvent) -> SafeString | str:
-        return short_datetime(obj.occurred_at)
+    @admin.display(description="Recipient", ordering="recipient")
+    def to(self, obj: WebhookEvent) -> SafeString | str:
+        return person(obj.recipient) if obj.recipient else EMPTY
 
-    @admin.display(description="Received", ordering="received_at")
-    def received_short(self, obj: WebhookEvent) -> SafeString | str:
-        return short_datetime(obj.received_at)
+    @admin.display(description=with_zone("Occurred"), ordering="occurred_at")
+    def occurred_short(self, obj: WebhookEvent) -> SafeString | str:
+        """When it happened, by Paubox's clock; when it arrived if Paubox gave no time."""
+        if obj.occurred_at is None:
+            return format_html(
+                '{} <span class="paubox-muted">{}</span>',
+                short_datetime(obj.received_at),
+                "(received)",
+            )
+        return short_datetime(obj.occurred_at)
 
     @admin.display(description="Occurred")
     def occurred(self, obj: WebhookEvent) -> SafeString | str:

@@ -40,6 +40,7 @@ from .display import (
     full_datetime,
     person,
     short_datetime,
+    with_zone,
 )
 from .inlines import DeliveryInline, WebhookEventInline
 from .message_actions import MessageActions
@@ -338,7 +339,7 @@ class MessageAdmin(RecordAdminMixin, MessageActions):
             context["subtitle"] = self.heading(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    @admin.display(description="Sent", ordering="created_at")
+    @admin.display(description=with_zone("Sent"), ordering="created_at")
     def when(self, obj: Message) -> SafeString | str:
         """When Paubox accepted it; for messages it never accepted, when they were created.
 
@@ -346,17 +347,19 @@ class MessageAdmin(RecordAdminMixin, MessageActions):
         """
         if obj.scheduled_at and obj.state == Message.State.CANCELLED:
             return format_html(
-                '{} <span class="paubox-muted">(cancelled)</span>', short_datetime(obj.scheduled_at)
+                '{} <span class="paubox-muted paubox-more">(cancelled)</span>',
+                short_datetime(obj.scheduled_at),
             )
         if obj.scheduled_at and obj.scheduled_at > timezone.now():
             return format_html(
-                '{} <span class="paubox-scheduled">(scheduled)</span>',
+                '{} <span class="paubox-scheduled paubox-more">(scheduled)</span>',
                 short_datetime(obj.scheduled_at),
             )
         if obj.sent_at:
             return short_datetime(obj.sent_at)
         return format_html(
-            '{} <span class="paubox-muted">(not sent)</span>', short_datetime(obj.created_at)
+            '{} <span class="paubox-muted paubox-more">(not sent)</span>',
+            short_datetime(obj.created_at),
         )
 
     @admin.display(description="Recipients", ordering="recipient_count")
@@ -367,7 +370,9 @@ class MessageAdmin(RecordAdminMixin, MessageActions):
         shown = person(first, getattr(obj, "first_display_name", "") or "")
         more = obj.recipient_count - 1
         if more > 0:
-            return format_html('{} <span class="paubox-muted">+{} more</span>', shown, more)
+            return format_html(
+                '{}<span class="paubox-muted paubox-more">+{} more</span>', shown, more
+            )
         return shown
 
     @admin.display(description="Created")
@@ -378,7 +383,7 @@ class MessageAdmin(RecordAdminMixin, MessageActions):
     def sent(self, obj: Message) -> SafeString | str:
         return full_datetime(obj.sent_at)
 
-    @admin.display(description="Scheduled for")
+    @admin.display(description="Scheduled at")
     def scheduled(self, obj: Message) -> SafeString | str:
         return full_datetime(obj.scheduled_at)
 
