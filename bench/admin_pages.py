@@ -119,8 +119,10 @@ def run(quick: bool) -> Result:
     changelist = reverse("admin:django_paubox_message_changelist")
     pages = {
         "message changelist": changelist,
-        "changelist filtered by status": changelist + "?status__exact=soft_bounced",
+        "changelist filtered by status": changelist + "?desk_status=soft_bounced",
         "changelist searched by recipient": changelist + "?q=patient77-1%40example.com",
+        # A patient's name: a LIKE over addresses and display names (no index can serve it).
+        "changelist searched by name": changelist + "?q=Hopper",
         "dashboard": reverse("admin:django_paubox_message_dashboard"),
     }
     message, deliveries = _rows(full)

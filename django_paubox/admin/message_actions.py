@@ -66,27 +66,27 @@ class MessageActions(admin.ModelAdmin):
     """The actions of :class:`~.messages.MessageAdmin` (the base it adds them to)."""
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        """Only the actions that can work: resend needs ``STORE_CONTENT``; cancel and
-        reschedule need a scheduled send still to come (one indexed ``EXISTS`` a request)."""
+        """Resend only with ``STORE_CONTENT``: without it no message can ever be resent."""
         actions = super().get_actions(request)
         if not get_settings().store_content:
             actions.pop("resend", None)
-        if not self._any_pending_schedule(request):
-            actions.pop("cancel_scheduled", None)
-            actions.pop("reschedule", None)
         return actions
 
-    @staticmethod
-    def _any_pending_schedule(request: HttpRequest) -> bool:
-        cached = getattr(request, "_paubox_pending_schedule", None)
-        if cached is None:
-            cached = Message.objects.filter(
-                state=Message.State.SENT,
-                scheduled_at__gt=timezone.now(),
-                tracking_id__isnull=False,
-            ).exists()
-            request._paubox_pending_schedule = cached  # type: ignore[attr-defined]
-        return bool(cached)
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        request._paubox_changelist = changelist  # type: ignore[attr-defined]
+        return changelist
+
+    def get_action_choices(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        """Cancel and reschedule are offered when the page lists a scheduled send still to
+        come. The page's rows are read once, by the list itself (no query of their own)."""
+        choices = super().get_action_choices(request, *args, **kwargs)
+        changelist = getattr(request, "_paubox_changelist", None)
+        if changelist is not None and not any(
+            scheduled_sends.is_pending(m) for m in changelist.result_list
+        ):
+            choices = [c for c in choices if c[0] not in ("cancel_scheduled", "reschedule")]
+        return choices
 
     # Actions.
 
