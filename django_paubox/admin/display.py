@@ -12,8 +12,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import format_lazy
 
-from ..models import Delivery
-from ..tracking.statuses import DESK_STATUSES, Status, event_label
+from ..models import Delivery, Message
+from ..tracking.statuses import DESK_STATUSES, Status, desk_status, event_label
 
 CSS = {"all": ("django_paubox/admin.css",)}
 EMPTY = "—"
@@ -88,6 +88,16 @@ def desk_badge(key: str, *, raw: str = "") -> SafeString:
     css = key if key in DESK_STATUSES else "unknown"
     return format_html(
         '<span class="paubox-badge paubox-badge--{}" title="{}">{}</span>', css, meaning, label
+    )
+
+
+def message_desk_key(message: Message) -> str:
+    """A message's one desk word; opens come from the admin's ``opened_count`` annotation."""
+    return desk_status(
+        message.status,
+        state=message.state,
+        opened=bool(getattr(message, "opened_count", 0)),
+        scheduled_pending=bool(message.scheduled_at and message.scheduled_at > timezone.now()),
     )
 
 

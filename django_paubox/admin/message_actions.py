@@ -26,6 +26,8 @@ from ..sending import scheduled as scheduled_sends
 from ..tracking.statuses import DESK_STATUSES, desk_status
 from .display import (
     admin_link,
+    desk_badge,
+    message_desk_key,
 )
 
 #: What the desk sees of a message: its desk word, how many opened, the first open.
@@ -164,6 +166,9 @@ class MessageActions(admin.ModelAdmin):
             self._report_refused(request, refused)
             return None
         if request.POST.get("post") != "yes":
+            for message in resendable:  # the desk's word, as on the list
+                badge = desk_badge(message_desk_key(message), raw=message.status)
+                message.paubox_desk_badge = badge  # type: ignore[attr-defined]
             context = {
                 **self.admin_site.each_context(request),
                 "title": "Resend messages?",

@@ -31,13 +31,14 @@ from django.utils.text import smart_split, unescape_string_literal
 
 from ..conf import get_settings
 from ..models import Delivery, Message
-from ..tracking.statuses import DESK_STATUSES, Status, desk_status
+from ..tracking.statuses import DESK_STATUSES, Status
 from .base import RecordAdminMixin
 from .display import (
     CSS,
     EMPTY,
     desk_badge,
     full_datetime,
+    message_desk_key,
     person,
     short_datetime,
     with_zone,
@@ -252,12 +253,7 @@ class MessageAdmin(RecordAdminMixin, MessageActions):
     @staticmethod
     def desk_key(obj: Message) -> str:
         """The message's one desk word (see ``tracking.statuses.desk_status``)."""
-        return desk_status(
-            obj.status,
-            state=obj.state,
-            opened=bool(getattr(obj, "opened_count", 0)),
-            scheduled_pending=bool(obj.scheduled_at and obj.scheduled_at > timezone.now()),
-        )
+        return message_desk_key(obj)
 
     @admin.display(description="Subject", ordering="subject")
     def subject_line(self, obj: Message) -> SafeString:
