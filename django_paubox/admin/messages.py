@@ -156,9 +156,13 @@ class MessageAdmin(RecordAdminMixin, MessageActions):
         for bit in smart_split(term):
             if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
                 bit = unescape_string_literal(bit)
-            recipients = Delivery.objects.filter(
-                Q(recipient__icontains=bit) | Q(display_name__icontains=bit)
-            ).order_by().values_list("message_id", flat=True)
+            recipients = (
+                Delivery.objects.filter(
+                    Q(recipient__icontains=bit) | Q(display_name__icontains=bit)
+                )
+                .order_by()
+                .values_list("message_id", flat=True)
+            )
             own = Q()
             for name in fields:
                 own |= Q(**{f"{name}__icontains": bit})
