@@ -828,6 +828,24 @@ def test_dashboard_needs_view_permission(client: Client):
     assert client.get(reverse(DASHBOARD)).status_code == 200
 
 
+def test_dashboard_is_listed_on_the_admin_index_for_those_who_may_view_messages(
+    client: Client,
+):
+    user = User.objects.create_user("desk", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_delivery"))
+    client.force_login(user)
+    link = f'<a href="{reverse(DASHBOARD)}">Dashboard</a>'
+    assert link not in body(client.get(reverse("admin:index")))
+    user.user_permissions.add(Permission.objects.get(codename="view_message"))
+    client.force_login(User.objects.get(pk=user.pk))
+    index = body(client.get(reverse("admin:index")))
+    section = index.split('class="app-django_paubox ', 1)[1].split("</table>", 1)[0]
+    assert link in section
+    # The app's own page and the nav sidebar of every admin page list it too.
+    assert link in body(client.get(reverse("admin:app_list", args=["django_paubox"])))
+    assert link in body(client.get(reverse(CHANGELIST)))
+
+
 def test_dashboard_requires_login(client: Client):
     response = client.get(reverse(DASHBOARD))
     assert response.status_code == 302
