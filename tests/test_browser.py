@@ -347,7 +347,7 @@ def test_support_person_finds_a_delivery(
         "r.alvarez@example.org",
         "old.address@mail.example.net",
     ):
-        assert deliveries.get_by_text(address, exact=True).is_visible()
+        assert deliveries.locator("td.field-who").get_by_text(address, exact=True).is_visible()
     assert deliveries.get_by_text("Jane Doe", exact=True).is_visible()
     assert deliveries.get_by_text("delivered via secure portal", exact=True).is_visible()
     assert deliveries.locator(".paubox-badge--hard_bounced").is_visible()
