@@ -159,6 +159,8 @@ class PauboxBackendBase(BaseEmailBackend):
                 for _, body, _ in ready
             ]
             + [self.identity] * len(refused),
+            display_names=[payloads.recipient_display_names(email) for email, _, _ in ready]
+            + [{} for _ in refused],
         )
         prepared = [
             Prepared(

@@ -113,7 +113,9 @@ class Delivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.recipient}: {self.get_status_display()}"
+        # The address alone: the admin's heading and breadcrumbs use it, and a status word here
+        # ("Delivered") would contradict the page's own ("Opened").
+        return self.recipient
 
 
 class WebhookEvent(models.Model):

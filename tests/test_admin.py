@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from django_paubox.admin import dashboard
 from django_paubox.models import Delivery, Message, WebhookEvent
-from django_paubox.tracking.statuses import Status
+from django_paubox.tracking.statuses import DESK_STATUSES, Status
 from tests.factories import stored_message as make_message
 from tests.mailers import PLAIN, use_backend
 
@@ -94,19 +94,30 @@ def listed_tracking_ids(response: Any) -> set[str]:
 # --- The message list -----------------------------------------------------------------------------
 
 
-def test_changelist_shows_badge_sender_recipients_and_link_to_dashboard(admin_client: Client):
+def test_changelist_shows_subject_badge_recipients_and_link_to_dashboard(admin_client: Client):
     m = make_message(
         recipients=["a@clinic.example", "b@clinic.example", "c@clinic.example"],
         status=Status.SOFT_BOUNCED,
         payload={"message": {"content": {"text/plain": PHI}}},
+        subject="Your lab results",
     )
+    Delivery.objects.filter(recipient="a@clinic.example").update(display_name="Ada Lovelace")
     response = admin_client.get(reverse(CHANGELIST))
     assert response.status_code == 200
     html = body(response)
-    assert 'class="paubox-badge paubox-badge--soft_bounced">Soft bounced</span>' in html
-    assert m.tracking_id in html
-    assert "care@hospital.example" in html
-    assert "a@clinic.example" in html and "+2 more" in html
+    assert re.search(
+        r'class="paubox-badge paubox-badge--soft_bounced" title="[^"]+">Soft bounced<', html
+    )
+    change = reverse("admin:django_paubox_message_change", args=[m.pk])
+    assert re.search(
+        rf'<a href="{change}[^"]*"><span class="paubox-subject"[^>]*>Your lab results<', html
+    )
+    # Rows are named by their subject, not a UUID (which only labels the row's checkbox).
+    assert (
+        html.count(m.tracking_id) == 1
+        and f'aria-label="Select this object for an action - {m.tracking_id}"' in html
+    )
+    assert "Ada Lovelace" in html and "a@clinic.example" in html and "+2 more" in html
     assert reverse(DASHBOARD) in html
     assert "django_paubox/admin.css" in html
     assert PHI not in html
@@ -153,11 +164,88 @@ def test_date_filter(admin_client: Client):
     assert listed_tracking_ids(response) == {"recent"}
 
 
-def test_status_filter_lists_every_status(admin_client: Client):
+def test_status_filter_lists_every_desk_word_and_no_state_filter(admin_client: Client):
     make_message()
     html = body(admin_client.get(reverse(CHANGELIST)))
-    for value, label in Status.choices:
-        assert f"status__exact={value}" in html, label
+    for key in DESK_STATUSES:
+        assert f"desk_status={key}" in html, key
+    assert "state__exact" not in html and "status__exact" not in html
+
+
+def test_desk_status_filter(admin_client: Client):
+    now = timezone.now()
+    make_message(tracking_id="delivered", status=Status.DELIVERED)
+    make_message(tracking_id="opened", status=Status.DELIVERED, opened_at=now)
+    make_message(tracking_id="bounced-opened", status=Status.HARD_BOUNCED, opened_at=now)
+    make_message(tracking_id="processing", status=Status.PROCESSING)
+    make_message(tracking_id="sent", status=Status.SENT)
+    make_message(tracking_id=None, status=Status.QUEUED, state=Message.State.QUEUED)
+    make_message(tracking_id=None, status=Status.FAILED, state=Message.State.FAILED)
+    pending = make_message(tracking_id="scheduled", status=Status.QUEUED)
+    due = make_message(tracking_id="due", status=Status.QUEUED)
+    cancelled = make_message(tracking_id="cancelled", status=Status.FAILED)
+    Message.objects.filter(pk=pending.pk).update(scheduled_at=now + datetime.timedelta(hours=3))
+    Message.objects.filter(pk=due.pk).update(scheduled_at=now - datetime.timedelta(hours=3))
+    Message.objects.filter(pk=cancelled.pk).update(
+        state=Message.State.CANCELLED, scheduled_at=now + datetime.timedelta(hours=3)
+    )
+    expected = {
+        "queued": {"None"},
+        "scheduled": {"scheduled"},
+        "sent": {"sent", "due"},
+        "processing": {"processing"},
+        "delivered": {"delivered"},
+        "opened": {"opened"},
+        "hard_bounced": {"bounced-opened"},
+        "failed": {"None"},
+        "cancelled": {"cancelled"},
+        "soft_bounced": set(),
+    }
+    for key, ids in expected.items():
+        response = admin_client.get(reverse(CHANGELIST), {"desk_status": key})
+        assert listed_tracking_ids(response) == ids, key
+    # Each row's badge says the same word as the filter that lists it.
+    html = body(admin_client.get(reverse(CHANGELIST), {"desk_status": "scheduled"}))
+    assert 'paubox-badge--scheduled"' in html
+
+
+def test_one_status_column_says_opened_and_when(admin_client: Client):
+    opened = timezone.now() - datetime.timedelta(minutes=5)
+    make_message(tracking_id="one", opened_at=opened)
+    three = make_message(
+        tracking_id="three",
+        recipients=["a@x.example", "b@x.example", "c@x.example"],
+        status=Status.HARD_BOUNCED,
+    )
+    Delivery.objects.filter(message=three, recipient="a@x.example").update(opened_at=opened)
+    html = body(admin_client.get(reverse(CHANGELIST)))
+    when = timezone.localtime(opened)
+    assert re.search(
+        r'paubox-badge--opened" title="[^"]+">Opened</span><span class="paubox-opened">', html
+    )
+    assert f"{when:%H:%M:%S} UTC" in html  # the exact time (with seconds, zone) in the tooltip
+    # A bounce stays the badge; the open is said beside it.
+    assert 'paubox-badge--hard_bounced"' in html
+    assert re.search(
+        r'class="paubox-opened">opened <span[^>]*>[^<]+</span>'
+        r'<span class="paubox-muted"> \(1 of 3\)',
+        html,
+    )
+    assert ">First opened<" not in html  # one column, not two
+
+
+def test_search_finds_a_patient_by_display_name(admin_client: Client, settings):
+    grace = make_message(tracking_id="t-1", recipients=["grace@example.com", "x@example.com"])
+    make_message(tracking_id="t-other", recipients=["alan@example.com"])
+    Delivery.objects.filter(recipient="grace@example.com").update(display_name="Grace Hopper")
+    url = reverse(CHANGELIST)
+    for term in ("Grace", "grace hopper", "HOPPER", "grace@"):
+        response = admin_client.get(url, {"q": term})
+        assert [m.pk for m in response.context["cl"].result_list] == [grace.pk], term
+    assert listed_tracking_ids(admin_client.get(url, {"q": "Grace Turing"})) == set()
+    deliveries = reverse("admin:django_paubox_delivery_changelist")
+    listed = admin_client.get(deliveries, {"q": "grace"}).context["cl"].result_list
+    assert [d.recipient for d in listed] == ["grace@example.com"]
 
 
 def test_search_by_recipient_tracking_id_and_subject(admin_client: Client):
@@ -225,13 +313,17 @@ def test_message_page_shows_deliveries_and_events_never_the_payload(admin_client
     html = body(response)
     assert "jane@clinic.example" in html and "bob@clinic.example" in html
     assert "delivered via secure portal" in html
-    assert 'paubox-badge--hard_bounced">Hard bounced<' in html
+    assert re.search(r'paubox-badge--hard_bounced" title="[^"]+">Hard bounced<', html)
+    assert re.search(r'paubox-badge--opened" title="[^"]+">Opened<', html)  # jane's delivery
     assert "4 opens (2 distinct), 3 clicks" in html
     assert "https://portal.example/&lt;x&gt;" in html  # escaped, and not a live link
     assert 'href="https://portal.example' not in html
     event = WebhookEvent.objects.get()
     event_url = reverse("admin:django_paubox_webhookevent_change", args=[event.pk])
-    assert f'<a href="{event_url}">api_mail_log_permanent_failure</a>' in html
+    assert (
+        f'<a href="{event_url}"><span class="paubox-event">Hard bounced (permanent failure)</span>'
+        ' <code class="paubox-raw">api_mail_log_permanent_failure</code></a>'
+    ) in html
     assert "Deliveries" in html and "Deliverys" not in html
     assert "Yes (it can be resent; it is never shown here)" in html
     assert PHI not in html
@@ -277,7 +369,7 @@ def test_detail_page_query_count_does_not_grow_with_deliveries(admin_client: Cli
     )
 
 
-def test_messages_cannot_be_added_or_changed_but_can_be_deleted(admin_client: Client):
+def test_messages_cannot_be_added_changed_or_deleted(admin_client: Client):
     m = make_message()
     assert admin_client.get(reverse("admin:django_paubox_message_add")).status_code == 403
     change = reverse("admin:django_paubox_message_change", args=[m.pk])
@@ -285,12 +377,53 @@ def test_messages_cannot_be_added_or_changed_but_can_be_deleted(admin_client: Cl
     assert response.status_code == 403
     m.refresh_from_db()
     assert m.subject == "Your appointment"
+    # The record of what was sent to whom: purge deletes it, never a person (a superuser here).
     delete = reverse("admin:django_paubox_message_delete", args=[m.pk])
-    assert admin_client.get(delete).status_code == 200
-    response = admin_client.post(delete, {"post": "yes"})
-    assert response.status_code == 302
-    assert not Message.objects.filter(pk=m.pk).exists()
-    assert not Delivery.objects.filter(message_id=m.pk).exists()
+    assert admin_client.get(delete).status_code == 403
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert "/delete/" not in body(admin_client.get(change))
+    assert Message.objects.filter(pk=m.pk).exists()
+    assert Delivery.objects.filter(message_id=m.pk).exists()
+
+
+@pytest.mark.parametrize("model", ["message", "delivery", "webhookevent"])
+def test_no_delete_action_or_page_for_records(admin_client: Client, model: str):
+    m = make_message()
+    event = WebhookEvent.objects.create(event_name="x", dedupe_key="dk-del", message=m, payload={})
+    pk = {"message": m.pk, "delivery": m.deliveries.get().pk, "webhookevent": event.pk}[model]
+    response = admin_client.get(reverse(f"admin:django_paubox_{model}_changelist"))
+    form = response.context["action_form"]
+    assert form is None or "delete_selected" not in dict(form.fields["action"].choices)
+    url = reverse(f"admin:django_paubox_{model}_delete", args=[pk])
+    assert admin_client.get(url).status_code == 403
+    data = {"action": "delete_selected", "_selected_action": [pk], "post": "yes"}
+    admin_client.post(reverse(f"admin:django_paubox_{model}_changelist"), data)
+    assert (Message.objects.count(), Delivery.objects.count(), WebhookEvent.objects.count()) == (
+        1,
+        1,
+        1,
+    )
+
+
+def test_message_page_heading_is_the_subject_and_times_have_seconds_and_zone(
+    admin_client: Client, settings
+):
+    sent = timezone.now().replace(microsecond=0) - datetime.timedelta(minutes=3)
+    m = make_message(subject="Your lab results", created_at=sent)
+    html = body(admin_client.get(reverse("admin:django_paubox_message_change", args=[m.pk])))
+    assert "<h2>Your lab results</h2>" in html
+    assert m.tracking_id in html  # still on the page
+    assert f"{sent:%H:%M:%S} UTC" in html
+    settings.TIME_ZONE = "America/New_York"
+    html = body(admin_client.get(reverse("admin:django_paubox_message_change", args=[m.pk])))
+    local = timezone.localtime(sent, timezone.get_fixed_timezone(0)).astimezone(
+        __import__("zoneinfo").ZoneInfo("America/New_York")
+    )
+    assert f"{local:%H:%M:%S} {local:%Z}" in html
+    nameless = make_message(subject="", recipients=["grace@example.com", "b@example.com"])
+    Delivery.objects.filter(recipient="grace@example.com").update(display_name="Grace Hopper")
+    url = reverse("admin:django_paubox_message_change", args=[nameless.pk])
+    assert "<h2>(no subject) to Grace Hopper and 1 more</h2>" in body(admin_client.get(url))
 
 
 # --- Deliveries and webhook events ----------------------------------------------------------------
@@ -420,6 +553,35 @@ def flash(response: Any) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
 
+@pytest.fixture
+def store_content(settings) -> None:
+    settings.PAUBOX = {**settings.PAUBOX, "STORE_CONTENT": True}
+
+
+def test_resend_is_not_offered_without_store_content(admin_client: Client, settings):
+    make_message(payload=None)
+    choices = dict(
+        admin_client.get(reverse(CHANGELIST)).context["action_form"].fields["action"].choices
+    )
+    assert "resend" not in choices and "refresh_receipts" in choices
+    settings.PAUBOX = {**settings.PAUBOX, "STORE_CONTENT": True}
+    choices = dict(
+        admin_client.get(reverse(CHANGELIST)).context["action_form"].fields["action"].choices
+    )
+    assert "resend" in choices
+
+
+def test_schedule_actions_offered_only_with_a_scheduled_send_to_come(admin_client: Client):
+    m = make_message(status=Status.QUEUED)
+    url = reverse(CHANGELIST)
+    choices = dict(admin_client.get(url).context["action_form"].fields["action"].choices)
+    assert "cancel_scheduled" not in choices and "reschedule" not in choices
+    Message.objects.filter(pk=m.pk).update(scheduled_at=timezone.now() + datetime.timedelta(days=1))
+    choices = dict(admin_client.get(url).context["action_form"].fields["action"].choices)
+    assert "cancel_scheduled" in choices and "reschedule" in choices
+
+
+@pytest.mark.usefixtures("store_content")
 def test_resend_refused_without_stored_content(admin_client: Client):
     m = make_message(payload=None)
     response = post_action(admin_client, "resend", [m])
@@ -430,6 +592,7 @@ def test_resend_refused_without_stored_content(admin_client: Client):
     assert Message.objects.count() == 1
 
 
+@pytest.mark.usefixtures("store_content")
 def test_resend_refused_while_still_sending(admin_client: Client):
     m = make_message(
         state=Message.State.QUEUED, status=Status.QUEUED, payload={"message": {}}, tracking_id=None
@@ -439,6 +602,7 @@ def test_resend_refused_while_still_sending(admin_client: Client):
     assert Message.objects.count() == 1
 
 
+@pytest.mark.usefixtures("store_content")
 def test_resend_asks_for_confirmation_and_explains_refusals(admin_client: Client):
     stored = make_message(payload={"message": {"content": {"text/plain": PHI}}})
     not_stored = make_message(payload=None)
@@ -485,6 +649,28 @@ def send_one(to: str) -> Message:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_display_names_are_recorded_with_the_subject(admin_client: Client, sandbox: Any, settings):
+    django_mail.send_mail(
+        "Appointment",
+        "See you on Monday.",
+        "care@hospital.example",
+        ["Grace Hopper <Grace@Example.com>", "plain@example.com"],
+    )
+    names = dict(Delivery.objects.values_list("recipient", "display_name"))
+    assert names == {"grace@example.com": "Grace Hopper", "plain@example.com": ""}
+    html = body(admin_client.get(reverse(CHANGELIST), {"q": "Grace"}))
+    assert "Grace Hopper" in html and "grace@example.com" in html
+    # Without STORE_SUBJECT the name is not kept either (it is PHI-adjacent, like the subject).
+    Delivery.objects.all().delete()
+    settings.PAUBOX = {**settings.PAUBOX, "STORE_SUBJECT": False}
+    django_mail.send_mail("Results", "Ready.", "care@hospital.example", ["Ada <ada@example.com>"])
+    assert list(Delivery.objects.values_list("recipient", "display_name")) == [
+        ("ada@example.com", "")
+    ]
+    assert Message.objects.latest("id").subject == ""
+
+
+@pytest.mark.django_db(transaction=True)
 def test_refresh_receipts_action_against_the_sandbox(admin_client: Client, sandbox: Any):
     delivered = send_one("jane@clinic.example")
     bounced = send_one("bounce@clinic.example")
@@ -505,9 +691,12 @@ def test_refresh_receipts_action_against_the_sandbox(admin_client: Client, sandb
             break
     assert statuses["jane@clinic.example"] == Status.DELIVERED
     assert statuses["bounce@clinic.example"] == Status.HARD_BOUNCED
-    assert any("Checked 2 messages" in text for text in flash(response))
+    assert any("Asked Paubox about 2 messages" in text for text in flash(response))
     html = body(admin_client.get(reverse(CHANGELIST)))
-    assert 'paubox-badge--hard_bounced">Hard bounced<' in html
+    assert re.search(r'paubox-badge--hard_bounced" title="[^"]+">Hard bounced<', html)
+    # Both are final now: asking again changes nothing a person can see, and says so.
+    (text,) = flash(post_action(admin_client, "refresh_receipts", [delivered, bounced]))
+    assert "nothing changed" in text, text
 
 
 @pytest.mark.django_db(transaction=True)
@@ -515,7 +704,7 @@ def test_resend_with_stored_content_against_the_sandbox(
     admin_client: Client, sandbox: Any, settings
 ):
     settings.PAUBOX = {**settings.PAUBOX, "STORE_CONTENT": True}
-    original = send_one("jane@clinic.example")
+    original = send_one("Jane Doe <jane@clinic.example>")
     assert len(sandbox.messages) == 1
     # The action first asks; the confirmation page's own form then does it.
     page = body(post_action(admin_client, "resend", [original]))
@@ -531,7 +720,9 @@ def test_resend_with_stored_content_against_the_sandbox(
     new = Message.objects.exclude(pk=original.pk).get()
     assert new.tracking_id and new.tracking_id != original.tracking_id
     assert reverse("admin:django_paubox_message_change", args=[new.pk]) in text
-    assert list(new.deliveries.values_list("recipient", flat=True)) == ["jane@clinic.example"]
+    assert list(new.deliveries.values_list("recipient", "display_name")) == [
+        ("jane@clinic.example", "Jane Doe")
+    ]
     assert len(sandbox.messages) == 2
 
 
@@ -636,6 +827,24 @@ def test_dashboard_needs_view_permission(client: Client):
     user = User.objects.get(pk=user.pk)
     client.force_login(user)
     assert client.get(reverse(DASHBOARD)).status_code == 200
+
+
+def test_dashboard_is_listed_on_the_admin_index_for_those_who_may_view_messages(
+    client: Client,
+):
+    user = User.objects.create_user("desk", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_delivery"))
+    client.force_login(user)
+    link = f'<a href="{reverse(DASHBOARD)}">Dashboard</a>'
+    assert link not in body(client.get(reverse("admin:index")))
+    user.user_permissions.add(Permission.objects.get(codename="view_message"))
+    client.force_login(User.objects.get(pk=user.pk))
+    index = body(client.get(reverse("admin:index")))
+    section = index.split('class="app-django_paubox ', 1)[1].split("</table>", 1)[0]
+    assert link in section
+    # The app's own page and the nav sidebar of every admin page list it too.
+    assert link in body(client.get(reverse("admin:app_list", args=["django_paubox"])))
+    assert link in body(client.get(reverse(CHANGELIST)))
 
 
 def test_dashboard_requires_login(client: Client):

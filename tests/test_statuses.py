@@ -217,3 +217,43 @@ def test_strings_match_paubox_openapi_spec():
     assert sorted(documented) == sorted(DELIVERY_STATUS_STRINGS)
     for raw in documented:
         assert from_delivery_status(raw).known
+
+
+# --- The desk's words (the admin) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "opened", "pending", "word"),
+    [
+        ("queued", "queued", False, False, "queued"),
+        ("queued", "sending", False, False, "queued"),
+        ("queued", "sent", False, True, "scheduled"),
+        ("queued", "sent", False, False, "sent"),
+        ("sent", "sent", False, False, "sent"),
+        ("processing", "sent", False, False, "processing"),
+        ("delivered", "sent", False, False, "delivered"),
+        ("delivered", "sent", True, False, "opened"),
+        ("delivered", "", True, False, "opened"),  # a delivery: no send state
+        ("hard_bounced", "sent", True, False, "hard_bounced"),  # a bounce stays visible
+        ("soft_bounced", "sent", False, False, "soft_bounced"),
+        ("failed", "failed", False, False, "failed"),
+        ("failed", "cancelled", False, False, "cancelled"),
+    ],
+)
+def test_desk_status(status, state, opened, pending, word):
+    assert (
+        statuses.desk_status(status, state=state, opened=opened, scheduled_pending=pending) == word
+    )
+
+
+def test_every_desk_word_has_a_label_and_a_meaning_and_every_status_a_word():
+    for key, (label, meaning) in statuses.DESK_STATUSES.items():
+        assert label and meaning.endswith("."), key
+    assert set(Status.values) <= set(statuses.DESK_STATUSES)
+
+
+def test_event_labels():
+    assert statuses.event_label("api_mail_log_opened") == "Opened"
+    assert statuses.event_label(" API_mail_log_delivered ") == "Delivered"
+    assert statuses.event_label("api_mail_log_new_thing") == "api_mail_log_new_thing"
+    assert set(statuses.EVENT_LABELS) == set(statuses.WEBHOOK_EVENT_NAMES)

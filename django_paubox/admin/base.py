@@ -21,6 +21,17 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class RecordAdminMixin(ReadOnlyAdminMixin):
+    """Messages, deliveries and webhook events are the record of what was sent to whom: nobody
+    deletes them from the admin (no delete page, no bulk action, even for superusers).
+
+    Retention deletes them, through ``paubox_purge`` (``PAUBOX["PURGE_AFTER_DAYS"]``).
+    """
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     """A table of related rows on the message page, for reading only."""
 

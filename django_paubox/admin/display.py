@@ -7,11 +7,13 @@ from typing import Any
 
 from django.urls import reverse
 from django.utils import formats, timezone
+from django.utils.functional import lazy
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.text import format_lazy
 
-from ..models import Delivery
-from ..tracking.statuses import Status
+from ..models import Delivery, Message
+from ..tracking.statuses import DESK_STATUSES, Status, desk_status, event_label
 
 CSS = {"all": ("django_paubox/admin.css",)}
 EMPTY = "—"
@@ -41,8 +43,91 @@ def short_datetime(value: Any) -> SafeString | str:
         text = f"{formats.date_format(local, 'M j')} {formats.time_format(local)}"
     else:
         text = formats.date_format(local, "SHORT_DATE_FORMAT")
-    full = formats.date_format(local, "DATETIME_FORMAT")
-    return format_html('<span class="paubox-nowrap" title="{}">{}</span>', full, text)
+    return format_html('<span class="paubox-nowrap" title="{}">{}</span>', _full(local), text)
+
+
+def _full(local: Any) -> str:
+    """The date, the time to the second and the time zone: "Nov. 21, 2026, 20:26:05 UTC"."""
+    return f"{_date(local)}, {_time(local)}"
+
+
+def _date(local: Any) -> str:
+    return formats.date_format(local, "DATE_FORMAT")
+
+
+def _time(local: Any) -> str:
+    return f"{local:%H:%M:%S} {formats.date_format(local, 'T')}"
+
+
+def full_datetime(value: Any) -> SafeString | str:
+    """A date and time for detail pages: to the second, with the time zone (``TIME_ZONE``).
+
+    In a narrow table cell the time goes under the date, never the zone under the time.
+    """
+    if not value:
+        return EMPTY
+    local = timezone.localtime(value)
+    return format_html(
+        '<span class="paubox-nowrap">{},</span> <span class="paubox-nowrap">{}</span>',
+        _date(local),
+        _time(local),
+    )
+
+
+def zone_name() -> str:
+    """The abbreviation of the admin's current time zone now ("UTC", "EST")."""
+    return formats.date_format(timezone.localtime(), "T")
+
+
+def desk_badge(key: str, *, raw: str = "") -> SafeString:
+    """The badge of one desk word (``tracking.statuses.DESK_STATUSES``); its meaning in the
+    tooltip. ``raw`` (a status this version does not know) is shown as it is."""
+    label, meaning = DESK_STATUSES.get(
+        key, (raw or "Unknown", "A status this version does not know.")
+    )
+    css = key if key in DESK_STATUSES else "unknown"
+    return format_html(
+        '<span class="paubox-badge paubox-badge--{}" title="{}">{}</span>', css, meaning, label
+    )
+
+
+def message_desk_key(message: Message) -> str:
+    """A message's one desk word; opens come from the admin's ``opened_count`` annotation."""
+    return desk_status(
+        message.status,
+        state=message.state,
+        opened=bool(getattr(message, "opened_count", 0)),
+        scheduled_pending=bool(message.scheduled_at and message.scheduled_at > timezone.now()),
+    )
+
+
+def person(address: str, display_name: str = "") -> SafeString | str:
+    """A recipient as a person: the name, with the address under it (or the address alone)."""
+    if not display_name:
+        return format_html('<span class="paubox-address" title="{}">{}</span>', address, address)
+    return format_html(
+        '<span class="paubox-person"><span class="paubox-name">{}</span> '
+        '<span class="paubox-address paubox-muted" title="{}">{}</span></span>',
+        display_name,
+        address,
+        address,
+    )
+
+
+def with_zone(label: str) -> Any:
+    """A column heading naming the time zone its times are in ("Sent (UTC)"), worked out when
+    the page is drawn (``TIME_ZONE``, or the zone a middleware activated)."""
+    return format_lazy("{} ({})", label, lazy(zone_name, str)())
+
+
+def event_name(name: str) -> SafeString:
+    """A webhook event in words, with Paubox's raw name beside it."""
+    label = event_label(name)
+    if label == name:
+        return format_html('<code class="paubox-raw">{}</code>', name)
+    return format_html(
+        '<span class="paubox-event">{}</span> <code class="paubox-raw">{}</code>', label, name
+    )
 
 
 def admin_link(model: type[Any], pk: Any, text: str) -> SafeString:

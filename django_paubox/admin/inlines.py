@@ -10,12 +10,15 @@ from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
 from ..models import Delivery, WebhookEvent
+from ..tracking.statuses import desk_status
 from .base import ReadOnlyInline
 from .display import (
     admin_link,
+    desk_badge,
     engagement,
-    short_datetime,
-    status_badge,
+    event_name,
+    full_datetime,
+    person,
 )
 
 
@@ -24,7 +27,7 @@ class DeliveryInline(ReadOnlyInline):
 
     model = Delivery
     fields = (
-        "recipient",
+        "who",
         "kind",
         "status_badge",
         "raw_status",
@@ -35,17 +38,21 @@ class DeliveryInline(ReadOnlyInline):
     )
     readonly_fields = fields
 
+    @admin.display(description="Recipient")
+    def who(self, obj: Delivery) -> SafeString | str:
+        return person(obj.recipient, obj.display_name)
+
     @admin.display(description="Status")
     def status_badge(self, obj: Delivery) -> SafeString:
-        return status_badge(obj.status)
+        return desk_badge(desk_status(obj.status, opened=obj.opened_at is not None), raw=obj.status)
 
     @admin.display(description="Delivered")
     def delivered(self, obj: Delivery) -> SafeString | str:
-        return short_datetime(obj.delivered_at)
+        return full_datetime(obj.delivered_at)
 
     @admin.display(description="Opened")
     def opened(self, obj: Delivery) -> SafeString | str:
-        return short_datetime(obj.opened_at)
+        return full_datetime(obj.opened_at)
 
     @admin.display(description="Opens, clicks")
     def engagement(self, obj: Delivery) -> SafeString | str:
@@ -62,15 +69,15 @@ class WebhookEventInline(ReadOnlyInline):
 
     @admin.display(description="Event")
     def event(self, obj: WebhookEvent) -> SafeString:
-        return admin_link(WebhookEvent, obj.pk, obj.event_name)
+        return admin_link(WebhookEvent, obj.pk, event_name(obj.event_name))
 
     @admin.display(description="Occurred")
     def occurred(self, obj: WebhookEvent) -> SafeString | str:
-        return short_datetime(obj.occurred_at)
+        return full_datetime(obj.occurred_at)
 
     @admin.display(description="Received")
     def received(self, obj: WebhookEvent) -> SafeString | str:
-        return short_datetime(obj.received_at)
+        return full_datetime(obj.received_at)
 
 
 # --- Scheduled sends ---------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import (
+    Count,
+    Min,
     QuerySet,
 )
 from django.http import HttpRequest, HttpResponse
@@ -19,11 +21,17 @@ from django.utils.translation import ngettext
 
 from ..conf import get_settings
 from ..exceptions import PauboxConfigError, PauboxError
-from ..models import Message
+from ..models import Delivery, Message
 from ..sending import scheduled as scheduled_sends
+from ..tracking.statuses import DESK_STATUSES, desk_status
 from .display import (
     admin_link,
+    desk_badge,
+    message_desk_key,
 )
+
+#: What the desk sees of a message: its desk word, how many opened, the first open.
+Visible = tuple[str, int, Any]
 
 
 def _not_pending_text(count: int) -> str:
@@ -59,6 +67,29 @@ class RescheduleForm(forms.Form):
 class MessageActions(admin.ModelAdmin):
     """The actions of :class:`~.messages.MessageAdmin` (the base it adds them to)."""
 
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        """Resend only with ``STORE_CONTENT``: without it no message can ever be resent."""
+        actions = super().get_actions(request)
+        if not get_settings().store_content:
+            actions.pop("resend", None)
+        return actions
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        request._paubox_changelist = changelist  # type: ignore[attr-defined]
+        return changelist
+
+    def get_action_choices(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        """Cancel and reschedule are offered when the page lists a scheduled send still to
+        come. The page's rows are read once, by the list itself (no query of their own)."""
+        choices = super().get_action_choices(request, *args, **kwargs)
+        changelist = getattr(request, "_paubox_changelist", None)
+        if changelist is not None and not any(
+            scheduled_sends.is_pending(m) for m in changelist.result_list
+        ):
+            choices = [c for c in choices if c[0] not in ("cancel_scheduled", "reschedule")]
+        return choices
+
     # Actions.
 
     @admin.action(description="Refresh receipts now", permissions=["view"])
@@ -77,6 +108,7 @@ class MessageActions(admin.ModelAdmin):
                 messages.WARNING,
             )
             return
+        before = visible_state([m.pk for m in sent])
         try:
             summary = poll_receipts(sent, conf=get_settings())
         except PauboxConfigError as exc:
@@ -89,17 +121,34 @@ class MessageActions(admin.ModelAdmin):
             self.message_user(request, f"Cannot refresh receipts: {reason}", messages.ERROR)
         if summary.unresolved and summary.errors == summary.checked:
             return  # none could be asked about: the reasons say it all
-        errors = summary.errors
+        after = visible_state([m.pk for m in sent])
         parts = [
             ngettext(
-                "Checked %(n)d message: ",
-                "Checked %(n)d messages: ",
-                summary.checked,
+                "Asked Paubox about %(n)d message: ",
+                "Asked Paubox about %(n)d messages: ",
+                len(sent),
             )
-            % {"n": summary.checked},
-            f"{summary.changed} changed, {summary.not_found_yet} not known to Paubox yet, "
-            f"{errors} {'error' if errors == 1 else 'errors'}.",
+            % {"n": len(sent)},
+            describe_changes(before, after),
         ]
+        if summary.not_found_yet:
+            parts.append(
+                ngettext(
+                    " %(n)d is not known to Paubox yet (asked again later).",
+                    " %(n)d are not known to Paubox yet (asked again later).",
+                    summary.not_found_yet,
+                )
+                % {"n": summary.not_found_yet}
+            )
+        if summary.errors:
+            parts.append(
+                ngettext(
+                    " %(n)d could not be asked (see the logs).",
+                    " %(n)d could not be asked (see the logs).",
+                    summary.errors,
+                )
+                % {"n": summary.errors}
+            )
         if unsent:
             parts.append(
                 ngettext(
@@ -109,7 +158,7 @@ class MessageActions(admin.ModelAdmin):
                 )
                 % {"n": unsent}
             )
-        level = messages.WARNING if errors else messages.SUCCESS
+        level = messages.WARNING if summary.errors else messages.SUCCESS
         self.message_user(request, "".join(parts), level)
 
     @admin.action(description="Resend", permissions=["resend"])
@@ -121,6 +170,9 @@ class MessageActions(admin.ModelAdmin):
             self._report_refused(request, refused)
             return None
         if request.POST.get("post") != "yes":
+            for message in resendable:  # the desk's word, as on the list
+                badge = desk_badge(message_desk_key(message), raw=message.status)
+                message.paubox_desk_badge = badge  # type: ignore[attr-defined]
             context = {
                 **self.admin_site.each_context(request),
                 "title": "Resend messages?",
@@ -297,6 +349,56 @@ def classify_for_resend(
         else:
             resendable.append(message)
     return resendable, refused
+
+
+def visible_state(pks: list[int]) -> dict[int, Visible]:
+    """What the desk sees of each message (two queries): to tell what a refresh changed."""
+    opens = {
+        row["message"]: (row["n"], row["first"])
+        for row in Delivery.objects.filter(message__in=pks, opened_at__isnull=False)
+        .values("message")
+        .annotate(n=Count("id"), first=Min("opened_at"))
+    }
+    now = timezone.now()
+    out: dict[int, Visible] = {}
+    for pk, status, state, scheduled_at in Message.objects.filter(pk__in=pks).values_list(
+        "pk", "status", "state", "scheduled_at"
+    ):
+        count, first = opens.get(pk, (0, None))
+        key = desk_status(
+            status,
+            state=state,
+            opened=bool(count),
+            scheduled_pending=bool(scheduled_at and scheduled_at > now),
+        )
+        out[pk] = (key, count, first)
+    return out
+
+
+def describe_changes(before: dict[int, Visible], after: dict[int, Visible]) -> str:
+    """ "2 changed (1 now Delivered, 1 now Opened); 4 unchanged." from two snapshots: only what
+    a person can see (the status word and the opens), never counters nobody shows."""
+    now_shows: dict[str, int] = {}
+    newly_opened = 0
+    unchanged = 0
+    for pk, (key, count, first) in after.items():
+        old_key, old_count, old_first = before.get(pk, ("", 0, None))
+        if key != old_key:
+            now_shows[key] = now_shows.get(key, 0) + 1
+        elif (count, first) != (old_count, old_first):
+            newly_opened += 1
+        else:
+            unchanged += 1
+    changed = sum(now_shows.values()) + newly_opened
+    if not changed:
+        return "nothing changed (every status and open time is as it was)."
+    details = [
+        f"{n} now {DESK_STATUSES.get(key, (key or 'unknown', ''))[0]}"
+        for key, n in now_shows.items()
+    ]
+    if newly_opened:
+        details.append(f"{newly_opened} with new opens")
+    return f"{changed} changed ({', '.join(details)}), {unchanged} unchanged."
 
 
 def _group_reasons(refused: list[tuple[Message, str]]) -> dict[str, list[Message]]:

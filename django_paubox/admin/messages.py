@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import (
     BooleanField,
     Count,
+    Exists,
     ExpressionWrapper,
     IntegerField,
     Min,
@@ -26,15 +27,21 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.text import smart_split, unescape_string_literal
 
 from ..conf import get_settings
 from ..models import Delivery, Message
-from .base import ReadOnlyAdminMixin
+from ..tracking.statuses import DESK_STATUSES, Status
+from .base import RecordAdminMixin
 from .display import (
     CSS,
     EMPTY,
+    desk_badge,
+    full_datetime,
+    message_desk_key,
+    person,
     short_datetime,
-    status_badge,
+    with_zone,
 )
 from .inlines import DeliveryInline, WebhookEventInline
 from .listing import ListingFields, TagFilter
@@ -68,31 +75,104 @@ class ScheduledFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DeskStatusFilter(admin.SimpleListFilter):
+    """The desk's one vocabulary (``tracking.statuses.DESK_STATUSES``), not the two columns
+    (``status`` and ``state``) it is made of."""
+
+    title = "status"
+    parameter_name = "desk_status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(key, label) for key, (label, _) in DESK_STATUSES.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value not in DESK_STATUSES:
+            return queryset
+        now = timezone.now()
+        opened = Exists(Delivery.objects.filter(message=OuterRef("pk"), opened_at__isnull=False))
+        accepted_not_reported = Q(state=Message.State.SENT, status=Status.QUEUED)
+        lookups = {
+            "queued": Q(state__in=(Message.State.QUEUED, Message.State.SENDING)),
+            "scheduled": accepted_not_reported & Q(scheduled_at__gt=now),
+            "sent": Q(state=Message.State.SENT, status=Status.SENT)
+            | (accepted_not_reported & ~Q(scheduled_at__gt=now)),
+            "delivered": Q(status=Status.DELIVERED) & ~Q(opened),
+            "opened": Q(status=Status.DELIVERED) & Q(opened),
+            "failed": Q(status=Status.FAILED) & ~Q(state=Message.State.CANCELLED),
+            "cancelled": Q(state=Message.State.CANCELLED),
+        }
+        where = lookups.get(value, Q(status=value))
+        if value not in ("queued", "cancelled"):
+            where &= ~Q(state__in=(Message.State.QUEUED, Message.State.SENDING))
+        return queryset.filter(where)
+
+
 _WHOLE_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
-class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
-    list_display = ("disposition", "tracking", "sender", "recipients", "opened", "when")
-    list_display_links = ("tracking",)
-    list_filter = ("status", "state", ScheduledFilter, TagFilter, "created_at", "sender_domain")
-    search_fields = ("tracking_id", "deliveries__recipient", "subject", "from_email")
+class MessageAdmin(RecordAdminMixin, ListingFields, MessageActions):
+    #: The subject leads (the link to the page); without ``STORE_SUBJECT`` the recipients do.
+    list_display = ("subject_line", "recipients", "disposition", "when")
+    list_display_links = ("subject_line",)
+    list_filter = (DeskStatusFilter, ScheduledFilter, TagFilter, "created_at", "sender_domain")
+    search_fields = ("tracking_id", "subject", "from_email")
     search_help_text = (
-        "Tracking id, recipient address, sender or subject. A whole address finds the "
-        "messages sent to it."
+        "A patient's name or address, a subject, a sender or a tracking id. A whole address "
+        "finds the messages sent to it."
     )
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = tuple(super().get_list_display(request))
+        if not get_settings().store_subject:
+            columns = tuple(c for c in columns if c != "subject_line")
+        return columns
+
+    def get_list_display_links(self, request: HttpRequest, list_display: Any) -> Any:
+        if "subject_line" in list_display:
+            return ("subject_line",)
+        return ("recipients",)
+
+    def get_search_fields(self, request: HttpRequest) -> Any:
+        if get_settings().store_subject:
+            return self.search_fields
+        return tuple(f for f in self.search_fields if f != "subject")
 
     def get_search_results(
         self, request: HttpRequest, queryset: Any, search_term: str
     ) -> tuple[Any, bool]:
         """A whole address, the support desk's "did the patient get it?", finds the messages
         sent to it, exactly and through the recipient index: the default ``LIKE '%...%'``
-        over a join scans every delivery (0.8 s at 300,000). Part of an address, a sender, a
-        subject or a tracking id are searched the usual way."""
+        over a join scans every delivery (0.8 s at 300,000).
+
+        Anything else is searched word by word (every word must match somewhere, as Django
+        does) in the message's own fields and in its recipients' addresses and display names;
+        recipients through a subquery, never a join, so a message is listed once.
+        """
         term = search_term.strip()
         if _WHOLE_ADDRESS.fullmatch(term):
             to_them = Delivery.objects.filter(recipient=term.lower()).values("message_id")
             return queryset.filter(pk__in=to_them), False
-        return super().get_search_results(request, queryset, search_term)
+        fields = self.get_search_fields(request)
+        for bit in smart_split(term):
+            if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
+                bit = unescape_string_literal(bit)
+            recipients = (
+                Delivery.objects.filter(
+                    Q(recipient__icontains=bit) | Q(display_name__icontains=bit)
+                )
+                .order_by()
+                .values_list("message_id", flat=True)
+            )
+            own = Q()
+            for name in fields:
+                own |= Q(**{f"{name}__icontains": bit})
+            messages = Message.objects.filter(own).order_by().values_list("pk", flat=True)
+            # One IN over a UNION, not "IN (...) OR LIKE ...": PostgreSQL estimates an OR with
+            # a subquery at half the table, plans an index walk over every row and compiles
+            # it (JIT) for seconds; a semi-join on the union is planned by its real size.
+            queryset = queryset.filter(pk__in=recipients.union(messages))
+        return queryset, False
 
     date_hierarchy = "created_at"
     inlines = (DeliveryInline, WebhookEventInline)
@@ -103,11 +183,11 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
             None,
             {
                 "fields": (
-                    ("disposition", "state"),
+                    "status_detail",
                     "tracking_id",
                     "from_email",
                     "subject",
-                    ("created_at", "sent_at", "scheduled_at"),
+                    ("created", "sent", "scheduled"),
                     ("tag_list", "metadata_list"),
                     "suppressed_recipients",
                 )
@@ -122,7 +202,7 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
                     "recipient_count",
                     "content",
                     "attempts",
-                    ("receipt_checked_at", "next_receipt_check_at"),
+                    ("receipt_checked", "next_receipt_check"),
                 ),
             },
         ),
@@ -130,8 +210,7 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
     #: Shown under the first fieldset when the message has an error.
     error_fieldset = ("Error", {"fields": ("error", "error_status")})
     readonly_fields = (
-        "disposition",
-        "state",
+        "status_detail",
         "tracking_id",
         "error",
         "error_status",
@@ -140,12 +219,12 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
         "sender_domain",
         "recipient_count",
         "content",
-        "created_at",
-        "sent_at",
-        "scheduled_at",
+        "created",
+        "sent",
+        "scheduled",
         "attempts",
-        "receipt_checked_at",
-        "next_receipt_check_at",
+        "receipt_checked",
+        "next_receipt_check",
         "tag_list",
         "metadata_list",
         "suppressed_recipients",
@@ -158,13 +237,15 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         """One query for the page: recipients and opens come from correlated subqueries."""
         deliveries = Delivery.objects.filter(message=OuterRef("pk")).order_by()
+        first = deliveries.order_by("id")
         opened = deliveries.filter(opened_at__isnull=False)
         return (
             super()
             .get_queryset(request)
             .defer("payload")
             .annotate(
-                first_recipient=Subquery(deliveries.order_by("id").values("recipient")[:1]),
+                first_recipient=Subquery(first.values("recipient")[:1]),
+                first_display_name=Subquery(first.values("display_name")[:1]),
                 opened_count=Coalesce(
                     Subquery(
                         opened.values("message").annotate(n=Count("id")).values("n"),
@@ -183,13 +264,60 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
 
     # Columns and fields.
 
+    @staticmethod
+    def desk_key(obj: Message) -> str:
+        """The message's one desk word (see ``tracking.statuses.desk_status``)."""
+        return message_desk_key(obj)
+
+    @admin.display(description="Subject", ordering="subject")
+    def subject_line(self, obj: Message) -> SafeString:
+        if not obj.subject:
+            return format_html('<span class="paubox-muted">{}</span>', "(no subject)")
+        return format_html(
+            '<span class="paubox-subject" title="{}">{}</span>', obj.subject, obj.subject
+        )
+
     @admin.display(description="Status", ordering="status")
     def disposition(self, obj: Message) -> SafeString:
-        if obj.state == Message.State.CANCELLED:
-            return format_html(
-                '<span class="paubox-badge paubox-badge--{}">Cancelled</span>', "cancelled"
+        """The desk word, and under it when it was first opened (and by how many)."""
+        key = self.desk_key(obj)
+        badge = desk_badge(key, raw=obj.status)
+        at = getattr(obj, "first_opened_at", None)
+        count = getattr(obj, "opened_count", 0)
+        if not at or not count:
+            return badge
+        share = f" ({count} of {obj.recipient_count})" if obj.recipient_count > 1 else ""
+        prefix = "" if key == "opened" else "opened "
+        return format_html(
+            '{}<span class="paubox-opened">{}{}<span class="paubox-muted">{}</span></span>',
+            badge,
+            prefix,
+            short_datetime(at),
+            share,
+        )
+
+    @admin.display(description="Status")
+    def status_detail(self, obj: Message) -> SafeString:
+        """The detail page's status: the desk word, what it means, and the first open."""
+        key = self.desk_key(obj)
+        meaning = DESK_STATUSES.get(key, ("", ""))[1]
+        at = getattr(obj, "first_opened_at", None)
+        count = getattr(obj, "opened_count", 0)
+        opened: SafeString | str = ""
+        if at and count:
+            opened = format_html(
+                " First opened {}{}.",
+                full_datetime(at),
+                f" (by {count} of {obj.recipient_count} recipients)"
+                if obj.recipient_count > 1
+                else "",
             )
-        return status_badge(obj.status)
+        return format_html(
+            '{} <span class="paubox-muted">{}</span>{}',
+            desk_badge(key, raw=obj.status),
+            meaning,
+            opened,
+        )
 
     def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> Any:
         """The error, when there is one, right under the status."""
@@ -198,23 +326,30 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
             fieldsets.insert(1, self.error_fieldset)
         return fieldsets
 
-    @admin.display(description="Tracking id", ordering="tracking_id")
-    def tracking(self, obj: Message) -> SafeString:
-        tracking_id = obj.tracking_id
-        if tracking_id:
-            # Paubox's ids are 36-character UUIDs: the first 8 tell rows apart; the full id is
-            # in the tooltip, on the message page, and searchable.
-            short = f"{tracking_id[:8]}\u2026" if len(tracking_id) > 12 else tracking_id
-            return format_html(
-                '<span class="paubox-tracking" title="{}">{}</span>', tracking_id, short
-            )
-        return format_html('#{} <span class="paubox-muted">(no tracking id)</span>', obj.pk)
+    def heading(self, obj: Message) -> str:
+        """The page's heading: the subject, or who it went to; never a bare tracking id."""
+        if obj.subject:
+            return obj.subject
+        first = getattr(obj, "first_display_name", "") or getattr(obj, "first_recipient", "")
+        if not first:
+            return f"(no subject) #{obj.pk}"
+        more = obj.recipient_count - 1
+        return f"(no subject) to {first}" + (f" and {more} more" if more > 0 else "")
 
-    @admin.display(description="From", ordering="from_email")
-    def sender(self, obj: Message) -> SafeString:
-        return format_html('<span class="paubox-nowrap">{}</span>', obj.from_email)
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Message | None = None,
+    ) -> Any:
+        if obj is not None:
+            context["subtitle"] = self.heading(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
-    @admin.display(description="Sent", ordering="created_at")
+    @admin.display(description=with_zone("Sent"), ordering="created_at")
     def when(self, obj: Message) -> SafeString | str:
         """When Paubox accepted it; for messages it never accepted, when they were created.
 
@@ -222,17 +357,19 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
         """
         if obj.scheduled_at and obj.state == Message.State.CANCELLED:
             return format_html(
-                '{} <span class="paubox-muted">(cancelled)</span>', short_datetime(obj.scheduled_at)
+                '{} <span class="paubox-muted paubox-more">(cancelled)</span>',
+                short_datetime(obj.scheduled_at),
             )
         if obj.scheduled_at and obj.scheduled_at > timezone.now():
             return format_html(
-                '{} <span class="paubox-scheduled">(scheduled)</span>',
+                '{} <span class="paubox-scheduled paubox-more">(scheduled)</span>',
                 short_datetime(obj.scheduled_at),
             )
         if obj.sent_at:
             return short_datetime(obj.sent_at)
         return format_html(
-            '{} <span class="paubox-muted">(not sent)</span>', short_datetime(obj.created_at)
+            '{} <span class="paubox-muted paubox-more">(not sent)</span>',
+            short_datetime(obj.created_at),
         )
 
     @admin.display(description="Recipients", ordering="recipient_count")
@@ -240,29 +377,33 @@ class MessageAdmin(ReadOnlyAdminMixin, ListingFields, MessageActions):
         first = getattr(obj, "first_recipient", None)
         if not first:
             return str(obj.recipient_count) if obj.recipient_count else EMPTY
+        shown = person(first, getattr(obj, "first_display_name", "") or "")
         more = obj.recipient_count - 1
         if more > 0:
             return format_html(
-                '<span class="paubox-nowrap">{} <span class="paubox-muted">+{} more</span></span>',
-                first,
-                more,
+                '{}<span class="paubox-muted paubox-more">+{} more</span>', shown, more
             )
-        return first
+        return shown
 
-    @admin.display(description="First opened", ordering="first_opened_at")
-    def opened(self, obj: Message) -> SafeString | str:
-        at = getattr(obj, "first_opened_at", None)
-        if at is None:
-            return EMPTY
-        count = getattr(obj, "opened_count", 0)
-        if obj.recipient_count > 1:
-            return format_html(
-                '{} <span class="paubox-muted">({} of {})</span>',
-                short_datetime(at),
-                count,
-                obj.recipient_count,
-            )
-        return short_datetime(at)
+    @admin.display(description="Created")
+    def created(self, obj: Message) -> SafeString | str:
+        return full_datetime(obj.created_at)
+
+    @admin.display(description="Sent")
+    def sent(self, obj: Message) -> SafeString | str:
+        return full_datetime(obj.sent_at)
+
+    @admin.display(description="Scheduled at")
+    def scheduled(self, obj: Message) -> SafeString | str:
+        return full_datetime(obj.scheduled_at)
+
+    @admin.display(description="Receipt last checked")
+    def receipt_checked(self, obj: Message) -> SafeString | str:
+        return full_datetime(obj.receipt_checked_at)
+
+    @admin.display(description="Next receipt check")
+    def next_receipt_check(self, obj: Message) -> SafeString | str:
+        return full_datetime(obj.next_receipt_check_at)
 
     @admin.display(description="Content stored")
     def content(self, obj: Message) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ def create_messages(
     state: str = Message.State.SENDING,
     keep_payload: bool = False,
     mailers: Sequence[str] | None = None,
+    display_names: Sequence[Mapping[str, str]] | None = None,
 ) -> list[Message]:
     """Write one Message and its Delivery rows per prepared message, before Paubox is called.
 
@@ -38,6 +39,8 @@ def create_messages(
     ``mailers`` holds, per message, the identity of the credentials that send it
     (``Message.mailer``; see :func:`django_paubox.conf.settings_for`); ``"default"`` for all
     when not given.
+    ``display_names``, parallel to ``prepared``, maps addresses to the names they were given
+    ("Grace Hopper"); kept, like the subject, only with ``STORE_SUBJECT``.
     """
     now = timezone.now()
     identities = list(mailers) if mailers is not None else ["default"] * len(prepared)
@@ -62,11 +65,20 @@ def create_messages(
             prepared, identities, strict=True
         )
     ]
+    names: Sequence[Mapping[str, str]] = (
+        display_names if display_names is not None and conf.store_subject else [{}] * len(prepared)
+    )
     with transaction.atomic():
         Message.objects.bulk_create(messages)
         Delivery.objects.bulk_create(
-            Delivery(message=message, recipient=address, kind=kind, status=Status.QUEUED)
-            for message, (_, _, recipients, _) in zip(messages, prepared, strict=True)
+            Delivery(
+                message=message,
+                recipient=address,
+                display_name=named.get(address, "")[:255],
+                kind=kind,
+                status=Status.QUEUED,
+            )
+            for message, (_, _, recipients, _), named in zip(messages, prepared, names, strict=True)
             for kind, address in recipients
         )
     return messages

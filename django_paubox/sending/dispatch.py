@@ -372,15 +372,20 @@ def resend_stored(message: Message) -> Message:
     sender = message.payload["message"].get("headers", {}).get("from") or message.from_email
     # The credentials that sent it, found before the row: no key, nothing recorded.
     conf = settings_for(message.mailer, sender=sender)
-    recipients = [  # not those a suppression left out of the stored payload
-        (kind, address)
-        for kind, address, raw in message.deliveries.values_list("kind", "recipient", "raw_status")
+    kept = [  # not those a suppression left out of the stored payload
+        (kind, address, name)
+        for kind, address, name, raw in message.deliveries.values_list(
+            "kind", "recipient", "display_name", "raw_status"
+        )
         if not raw.startswith(records.SUPPRESSED_RAW_STATUS + ":")
     ]
+    recipients = [(kind, address) for kind, address, _ in kept]
+    names = {address: name for _, address, name in kept if name}
     (row,) = records.create_messages(
         [(message.subject, message.from_email, recipients, message.payload)],
         conf,
         mailers=[message.mailer],
+        display_names=[names],
     )
     item = Prepared(row=row, payload=message.payload, recipients=[a for _, a in recipients])
     with PauboxClient(conf) as client:

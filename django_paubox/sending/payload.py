@@ -170,6 +170,17 @@ def without_recipients(message: dict[str, Any], addresses: Collection[str]) -> d
     return out
 
 
+def recipient_display_names(email: EmailMessage) -> dict[str, str]:
+    """``{address: display name}`` for the recipients given with a name ("Grace Hopper
+    <grace@example.com>"); addresses as in :func:`message_recipients`. Recorded beside the
+    address (``Delivery.display_name``) so that the admin finds a patient by name."""
+    return {
+        address.addr_spec.lower(): address.display_name
+        for _, address in _unique_recipients(email)
+        if address.display_name
+    }
+
+
 def sendable_recipient_count(email: EmailMessage) -> int:
     """How many recipients Django counts (to + cc + bcc, empty entries left out).
 

@@ -189,3 +189,65 @@ def from_webhook_event(name: object) -> Outcome:
         return Outcome(raw=text, known=False)
     status = _WEBHOOK_EVENTS[key]
     return Outcome(raw=text, status=status, opened=key == EVENT_OPENED)
+
+
+# --- Words for people -------------------------------------------------------------------------
+#
+# The admin speaks one vocabulary to a support desk: one word per message or recipient, from
+# the disposition (``Status``), the send (``Message.State``), a scheduled send and an open.
+# ``docs/statuses.md`` ("In the admin") documents it; keep them in step.
+
+#: Desk word key -> (label, what it means). In the order a message moves through them.
+DESK_STATUSES: dict[str, tuple[str, str]] = {
+    "queued": ("Queued", "Waiting in the outbox: not handed to Paubox yet."),
+    "scheduled": ("Scheduled", "Paubox has it and sends it at the scheduled time."),
+    "sent": ("Sent", "Paubox accepted it; no word from the recipient's server yet."),
+    "processing": ("In progress", "Paubox is delivering it (or preparing a Secure Portal link)."),
+    "soft_bounced": (
+        "Soft bounced",
+        "A temporary failure (mailbox full, server busy); Paubox keeps trying.",
+    ),
+    "delivered": ("Delivered", "The recipient's server took it; no open is known."),
+    "opened": ("Opened", "Delivered, and the recipient opened it."),
+    "hard_bounced": ("Hard bounced", "A permanent failure: the address does not take mail."),
+    "failed": ("Failed", "It never went out: refused before or by Paubox."),
+    "cancelled": ("Cancelled", "A scheduled send called off before its time: never sent."),
+}
+
+
+def desk_status(
+    status: str,
+    *,
+    state: str = "",
+    opened: bool = False,
+    scheduled_pending: bool = False,
+) -> str:
+    """The one desk word (a :data:`DESK_STATUSES` key) for a message or a delivery.
+
+    ``state`` is the message's send state (``Message.State``; empty for none), ``opened``
+    whether an open is known, ``scheduled_pending`` whether it is a scheduled send still to
+    come. An open shows only on a delivered disposition: a bounce or a failure stays visible.
+    """
+    if state == "cancelled":
+        return "cancelled"
+    if state in ("queued", "sending"):
+        return "queued"
+    if status == Status.QUEUED and state == "sent":
+        return "scheduled" if scheduled_pending else "sent"
+    if status == Status.DELIVERED and opened:
+        return "opened"
+    return str(status) if str(status) in DESK_STATUSES else ""
+
+
+#: Paubox's webhook event names, in words (the raw name is shown beside them).
+EVENT_LABELS: dict[str, str] = {
+    EVENT_DELIVERED: "Delivered",
+    EVENT_TEMPORARY_FAILURE: "Soft bounced (temporary failure)",
+    EVENT_PERMANENT_FAILURE: "Hard bounced (permanent failure)",
+    EVENT_OPENED: "Opened",
+}
+
+
+def event_label(name: str) -> str:
+    """A webhook event's name in words; an unknown name as it came."""
+    return EVENT_LABELS.get(_fold(name), name)
