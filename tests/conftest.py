@@ -18,6 +18,16 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.is_registered(pytest_plugin):
         config.pluginmanager.register(pytest_plugin, "django_paubox.sandbox.pytest_plugin")
 
+    # On Django 6.1+, any use of what 6.1 deprecates (EMAIL_BACKEND, get_connection(),
+    # fail_silently/connection arguments...) fails the test that makes it, in every run
+    # (.ci/run's .venv and tox alike), not only where PYTEST_ADDOPTS says so.
+    import django
+
+    if django.VERSION >= (6, 1):
+        config.addinivalue_line(
+            "filterwarnings", "error::django.utils.deprecation.RemovedInDjango70Warning"
+        )
+
 
 @pytest.fixture(autouse=True)
 def _paubox_email_backend(settings):
