@@ -614,14 +614,16 @@ def test_two_refreshes_at_once_never_regress(monkeypatch, changes):
     ``advance`` is slowed down so that, without the row locks, the second refresh would read
     the delivery before the first commits and overwrite "delivered" with "processing".
     """
+    from django_paubox.records import dispositions
+
     message = make_message()
-    real_advance = records.advance
+    real_advance = dispositions.advance
 
     def slow_advance(current, new):
         time.sleep(0.3)
         return real_advance(current, new)
 
-    monkeypatch.setattr(records, "advance", slow_advance)
+    monkeypatch.setattr(dispositions, "advance", slow_advance)
     first, errors1 = _in_thread(
         records.apply_receipt,
         Message.objects.get(pk=message.pk),

@@ -1,0 +1,160 @@
+"""Statements written by hand, where the ORM would take several round trips for one step.
+
+Each works on PostgreSQL and on SQLite (3.35 or later, for ``RETURNING``); :func:`can_insert_once`
+tells the caller when to fall back to the ORM. Values are adapted by the model fields
+(``get_db_prep_save``), so that JSON and datetimes are written exactly as the ORM writes them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connection
+
+from ..models import Delivery, Message, WebhookEvent
+
+#: ``WebhookEvent`` columns written by :func:`insert_event_once`, besides ``message_id``.
+_EVENT_FIELDS = (
+    "event_name",
+    "dedupe_key",
+    "source_tracking_id",
+    "recipient",
+    "occurred_at",
+    "received_at",
+    "payload",
+)
+
+
+def _table(model: type[Any]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _column(model: type[Any], name: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+def can_insert_once() -> bool:
+    """Whether the database has ``INSERT ... ON CONFLICT DO NOTHING RETURNING``."""
+    return connection.vendor in ("postgresql", "sqlite") and bool(
+        connection.features.can_return_columns_from_insert
+    )
+
+
+@functools.cache
+def _insert_event_sql(vendor: str) -> str:
+    columns = ", ".join(_column(WebhookEvent, name) for name in _EVENT_FIELDS)
+    marks = ", ".join(["%s"] * len(_EVENT_FIELDS))
+    pk, message_id = _column(WebhookEvent, "id"), _column(WebhookEvent, "message")
+    lookup = (
+        f"(SELECT {_column(Message, 'id')} FROM {_table(Message)} "  # noqa: S608
+        f"WHERE {_column(Message, 'tracking_id')} = %s)"
+    )
+    return (
+        f"INSERT INTO {_table(WebhookEvent)} ({columns}, {message_id}) "  # noqa: S608
+        f"VALUES ({marks}, {lookup}) "
+        f"ON CONFLICT ({_column(WebhookEvent, 'dedupe_key')}) DO NOTHING "
+        f"RETURNING {pk}, {message_id}"
+    )
+
+
+def insert_event_once(values: dict[str, Any], tracking_id: str) -> tuple[int, int | None] | None:
+    """Store an event unless its ``dedupe_key`` is stored already: one statement for both.
+
+    ``values`` holds the :data:`_EVENT_FIELDS`; the event is linked to the message whose
+    tracking id is ``tracking_id`` (if there is one) in the same statement. Returns the new
+    row's ``(id, message_id)``, or None for a replay (nothing written). A concurrent insert of
+    the same key waits for the other transaction and then does nothing (PostgreSQL), or is
+    serialised by the database lock (SQLite).
+    """
+    params = [
+        WebhookEvent._meta.get_field(name).get_db_prep_save(values[name], connection)
+        for name in _EVENT_FIELDS
+    ]
+    params.append(tracking_id or None)  # no tracking id: no message, even one saved with ""
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_event_sql(connection.vendor), params)
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+@functools.cache
+def _lock_sql(vendor: str, for_update: bool) -> str:
+    m, d = _table(Message), _table(Delivery)
+    m_id, d_message = f"{m}.{_column(Message, 'id')}", f"{d}.{_column(Delivery, 'message')}"
+    return (
+        f"SELECT {d}.*, {m}.{_column(Message, 'state')} AS message_state, "  # noqa: S608
+        f"{m}.{_column(Message, 'status')} AS message_status "
+        f"FROM {m} INNER JOIN {d} ON {d_message} = {m_id} "
+        f"WHERE {m_id} = %s ORDER BY {d}.{_column(Delivery, 'id')}"
+        + (" FOR UPDATE" if for_update else "")
+    )
+
+
+def lock_deliveries(message_id: int) -> list[Delivery]:
+    """Lock a message and its deliveries, and read the deliveries, in one statement.
+
+    Each delivery carries ``message_state`` and ``message_status``. The lock order is the one
+    every disposition keeps (message first, then its deliveries by id): PostgreSQL locks the
+    rows of each result row in the order of the ``FROM`` list, the message's first, and the
+    deliveries in the order of ``ORDER BY``. Columns of the message other than its state and
+    status (its payload can be large) are not read. A message without deliveries is not
+    locked: an event can change nothing on it.
+    """
+    sql = _lock_sql(connection.vendor, bool(connection.features.has_select_for_update))
+    return list(Delivery.objects.raw(sql, [message_id]))
+
+
+def statuses_at_or_above(status: str, ranks: dict[str, int]) -> list[str]:
+    """The statuses a report of ``status`` may not replace (the rank guard of an UPDATE)."""
+    return [s for s, r in ranks.items() if r >= ranks[status]]
+
+
+def _prep(model: type[Any], name: str, value: Any) -> Any:
+    return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def update_accepted(
+    values: dict[str, Any],
+    tracking_ids: Sequence[tuple[int, str]],
+    deliveries: dict[str, Any],
+    delivery_from: Iterable[str],
+) -> None:
+    """The after-send writes of accepted messages: ``values`` and each message's tracking id
+    in one ``UPDATE`` of the messages, ``attempts`` incremented, and ``deliveries`` written to
+    their deliveries whose status is in ``delivery_from``.
+
+    On PostgreSQL both are one statement (the message ``UPDATE`` in a ``WITH``), atomic on its
+    own; elsewhere two, which the caller wraps in a transaction.
+    """
+    m, d = _table(Message), _table(Delivery)
+    pk = _column(Message, "id")
+    sets = [f"{_column(Message, name)} = %s" for name in values]
+    params: list[Any] = [_prep(Message, name, value) for name, value in values.items()]
+    attempts = _column(Message, "attempts")
+    sets.append(f"{attempts} = {attempts} + 1")
+    cases = " ".join(["WHEN %s THEN %s"] * len(tracking_ids))
+    sets.append(f"{_column(Message, 'tracking_id')} = CASE {pk} {cases} END")
+    params += [value for pair in tracking_ids for value in pair]
+    ids = [message_id for message_id, _ in tracking_ids]
+    marks = ", ".join(["%s"] * len(ids))
+    messages_sql = f"UPDATE {m} SET {', '.join(sets)} WHERE {pk} IN ({marks})"  # noqa: S608
+    params += ids
+    states = list(delivery_from)
+    delivery_sql = (
+        f"UPDATE {d} SET "  # noqa: S608
+        + ", ".join(f"{_column(Delivery, name)} = %s" for name in deliveries)
+        + f" WHERE {_column(Delivery, 'message')} IN ({marks})"
+        + f" AND {_column(Delivery, 'status')} IN ({', '.join(['%s'] * len(states))})"
+    )
+    delivery_params = [_prep(Delivery, name, value) for name, value in deliveries.items()]
+    delivery_params += [*ids, *states]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH accepted AS ({messages_sql}) {delivery_sql}", params + delivery_params
+            )
+        else:
+            cursor.execute(messages_sql, params)
+            cursor.execute(delivery_sql, delivery_params)
