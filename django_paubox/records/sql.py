@@ -115,6 +115,12 @@ def _prep(model: type[Any], name: str, value: Any) -> Any:
     return model._meta.get_field(name).get_db_prep_save(value, connection)
 
 
+def accepted_in_one_statement() -> bool:
+    """Whether :func:`update_accepted` is one statement (PostgreSQL: an ``UPDATE`` in a
+    ``WITH``), atomic without a transaction around it."""
+    return connection.vendor == "postgresql"
+
+
 def update_accepted(
     values: dict[str, Any],
     tracking_ids: Sequence[tuple[int, str]],
@@ -151,7 +157,7 @@ def update_accepted(
     delivery_params = [_prep(Delivery, name, value) for name, value in deliveries.items()]
     delivery_params += [*ids, *states]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if accepted_in_one_statement():
             cursor.execute(
                 f"WITH accepted AS ({messages_sql}) {delivery_sql}", params + delivery_params
             )
