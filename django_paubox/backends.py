@@ -10,7 +10,7 @@ them during the call through the engine in :mod:`django_paubox.sending.dispatch`
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -178,6 +178,17 @@ class PauboxEmailBackend(PauboxBackendBase):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
+        if len(email_messages) > 1 and not self.conf.domains:
+            result = self._send_streaming(email_messages)
+        else:
+            result = self._send_prepared(email_messages)
+        error = result.first_error
+        if error is not None and not self.fail_silently:
+            raise error
+        return len(result.sent)
+
+    def _send_prepared(self, email_messages: Sequence[EmailMessage]) -> DispatchResult:
+        """Write every row, then send, grouped by the sending domain's settings."""
         prepared, refused = self.prepare(email_messages, keep_payload=False)
         result = DispatchResult(failed=list(refused))
         if prepared:
@@ -190,10 +201,45 @@ class PauboxEmailBackend(PauboxBackendBase):
             finally:
                 if new_connection:
                     self.close()
-        error = result.first_error
-        if error is not None and not self.fail_silently:
-            raise error
-        return len(result.sent)
+        return result
+
+    def _send_streaming(self, email_messages: Sequence[EmailMessage]) -> DispatchResult:
+        """Bulk with one set of credentials: write and send batch by batch.
+
+        The rows of batch k+1 are written while batch k is on the wire (see
+        :meth:`~django_paubox.sending.dispatch.Dispatcher.dispatch_batches`), instead of every
+        row before the first request; each row still exists before its own batch leaves.
+        """
+        refused: list[Prepared] = []
+        new_connection = self.open()
+        try:
+            dispatcher = Dispatcher(self.client_for(self.conf), self.conf)
+            result = dispatcher.dispatch_batches(self._batches(email_messages, refused))
+        finally:
+            if new_connection:
+                self.close()
+        result.failed[:0] = refused
+        return result
+
+    def _batches(
+        self, email_messages: Sequence[EmailMessage], refused: list[Prepared]
+    ) -> Iterator[list[Prepared]]:
+        """Batches of ``BATCH_SIZE`` prepared messages, their rows written as each is taken;
+        messages refused before sending are recorded as they are met, and added to
+        ``refused``."""
+        size = self.conf.batch_size
+        pending: list[Prepared] = []
+        for start in range(0, len(email_messages), size):
+            prepared, failed = self.prepare(
+                email_messages[start : start + size], keep_payload=False
+            )
+            refused.extend(failed)
+            pending.extend(prepared)
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
 
 
 class PauboxCeleryEmailBackend(PauboxBackendBase):

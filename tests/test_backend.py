@@ -11,6 +11,7 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connectio
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from django_paubox import signals
 from django_paubox.backends import PauboxEmailBackend
 from django_paubox.exceptions import (
     PauboxAPIError,
@@ -184,6 +185,51 @@ def test_5xx_on_bulk_fails_that_batch_and_the_rest_unattempted(paubox_sandbox, s
     assert Message.objects.filter(state="failed").count() == 30
     assert Message.objects.filter(error__contains="not attempted").count() == 20
     assert all(m.paubox_tracking_id is None for m in messages)
+
+
+def test_bulk_rows_are_written_batch_by_batch_while_the_previous_batch_is_sent(
+    paubox_sandbox, settings
+):
+    """Streaming: a batch's rows are written when it is next, not all before the first request.
+
+    Observed from ``pre_send``, which fires as each batch is prepared: the third batch is
+    prepared only after Paubox has answered the first (one request in flight, and the rows of
+    batch k+1 are written while batch k is on the wire), and the second batch is prepared when
+    only the first batch's rows exist.
+    """
+    settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
+    seen: list[tuple[int, int]] = []  # (rows, messages Paubox has) at each pre_send
+
+    def receiver(sender, message, **kwargs):
+        seen.append((Message.objects.count(), len(paubox_sandbox.messages)))
+
+    signals.pre_send.connect(receiver, weak=False)
+    try:
+        messages = make(30)
+        assert get_connection().send_messages(messages) == 30
+    finally:
+        signals.pre_send.disconnect(receiver)
+    assert seen[0] == (0, 0)
+    assert seen[10][0] == 10  # batch 2 prepared: only batch 1's rows exist
+    assert seen[20][1] >= 10  # batch 3 prepared: Paubox has batch 1 already
+    assert bulk_posts(paubox_sandbox) == 3
+    for message in messages:
+        assert message.paubox_message.tracking_id == message.paubox_tracking_id
+    assert Message.objects.filter(state="sent").count() == 30
+    assert Delivery.objects.filter(status=Status.SENT).count() == 30
+
+
+def test_a_message_refused_in_a_later_batch_is_recorded_and_the_batches_stay_full(
+    paubox_sandbox, settings
+):
+    settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
+    messages = make(25)
+    messages.insert(12, EmailMessage("s", "b", FROM, ["not-an-address"]))
+    backend = get_connection(fail_silently=True)
+    assert backend.send_messages(messages) == 25
+    assert bulk_posts(paubox_sandbox) == 3  # 10, 10, 5: the refused one leaves no gap
+    assert Message.objects.filter(state="sent").count() == 25
+    assert Message.objects.get(state="failed").deliveries.get().recipient == "not-an-address"
 
 
 def test_timeout_after_sending_is_reported_as_maybe_sent(paubox_sandbox, settings):

@@ -7,8 +7,9 @@ and writes every outcome through :mod:`django_paubox.records`.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -100,25 +101,45 @@ class Dispatcher:
             self._send_one(prepared[0])
             self._record(prepared, result)
             return result
-        batches = list(_chunks(prepared, self.conf.batch_size))
-        # Pipelined: while batch k's outcome is written to the database, batch k+1 is on its
-        # way to Paubox (the helper thread only speaks HTTP; only this one touches the
-        # database). Still one request in flight, and k+1 leaves only once k has not met an
-        # outage, so the rule above holds. Should recording fail (the database is down), the
-        # batch already under way is sent but left unrecorded, in state "sending".
+        return self.dispatch_batches(_chunks(prepared, self.conf.batch_size))
+
+    def dispatch_batches(self, batches: Iterable[Sequence[Prepared]]) -> DispatchResult:
+        """Send batches as ``batches`` yields them, each in one request (see the class).
+
+        Pipelined: while batch k is on its way to Paubox, batch k+1 is taken from ``batches``
+        (a generator may write its rows then) and batch k-1's outcome is written to the
+        database; the helper thread only speaks HTTP, only this one touches the database.
+        Still one request in flight, and k+1 leaves only once k has not met an outage; the
+        batches after an outage are still taken (their rows written) and marked not attempted.
+        Should the database fail, the batch already under way is sent but left unrecorded, in
+        state "sending"; should taking the next batch fail, the batch under way is recorded
+        first.
+        """
+        result = DispatchResult()
+        source = iter(batches)
+        current = next(source, None)
+        if current is None:
+            return result
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paubox-send") as sender:
-            under_way = sender.submit(self._send_batch, batches[0])
-            for index, batch in enumerate(batches):
+            under_way = sender.submit(self._send_batch, current)
+            while current is not None:
+                try:
+                    following = next(source, None)
+                except BaseException:
+                    under_way.result()
+                    self._record(current, result)
+                    raise
                 outage = under_way.result()
-                if outage is None and index + 1 < len(batches):
-                    under_way = sender.submit(self._send_batch, batches[index + 1])
-                self._record(batch, result)
+                if outage is None and following is not None:
+                    under_way = sender.submit(self._send_batch, following)
+                self._record(current, result)
                 if outage is not None:
-                    rest = [p for later in batches[index + 1 :] for p in later]
-                    for item in rest:
-                        item.error = _not_attempted(outage)
-                    self._record(rest, result)
+                    for later in itertools.chain([following] if following else [], source):
+                        for item in later:
+                            item.error = _not_attempted(outage)
+                        self._record(later, result)
                     break
+                current = following
         return result
 
     def _send_one(self, item: Prepared) -> None:
