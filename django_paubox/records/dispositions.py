@@ -480,7 +480,7 @@ def _apply_event_to_message(
         message_failed=getattr(delivery, "message_state", None) == Message.State.FAILED,
     )
     if new is not None and new != message_status:
-        Message.objects.filter(pk=message_id).update(status=new)
+        sql.set_message_status(message_id, new)
 
 
 def _save_event_change(
@@ -498,10 +498,8 @@ def _save_event_change(
     }
     if not fields:
         return False
-    rows = Delivery.objects.filter(pk=delivery.pk)
-    if delivery.status != old_status:
-        rows = rows.exclude(status__in=sql.statuses_at_or_above(delivery.status, RANK))
-    if not rows.update(updated_at=now, **fields):
+    guard = sql.statuses_at_or_above(delivery.status, RANK) if delivery.status != old_status else []
+    if not sql.update_delivery(delivery.pk, {**fields, "updated_at": now}, guard):
         return False
     delivery.updated_at = now
     return True

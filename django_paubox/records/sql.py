@@ -83,13 +83,26 @@ def insert_event_once(values: dict[str, Any], tracking_id: str) -> tuple[int, in
 def _lock_sql(vendor: str, for_update: bool) -> str:
     m, d = _table(Message), _table(Delivery)
     m_id, d_message = f"{m}.{_column(Message, 'id')}", f"{d}.{_column(Delivery, 'message')}"
+    columns = ", ".join(f"{d}.{_column(Delivery, f.name)}" for f in Delivery._meta.concrete_fields)
     return (
-        f"SELECT {d}.*, {m}.{_column(Message, 'state')} AS message_state, "  # noqa: S608
-        f"{m}.{_column(Message, 'status')} AS message_status "
+        f"SELECT {columns}, {m}.{_column(Message, 'state')}, "  # noqa: S608
+        f"{m}.{_column(Message, 'status')} "
         f"FROM {m} INNER JOIN {d} ON {d_message} = {m_id} "
         f"WHERE {m_id} = %s ORDER BY {d}.{_column(Delivery, 'id')}"
         + (" FOR UPDATE" if for_update else "")
     )
+
+
+@functools.cache
+def _delivery_converters(alias: str) -> list[tuple[int, list[Any], Any]]:
+    """What the ORM would apply to each column of a Delivery row (JSON, SQLite's datetimes)."""
+    found = []
+    for index, field in enumerate(Delivery._meta.concrete_fields):
+        column = field.get_col(Delivery._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if converters:
+            found.append((index, converters, column))
+    return found
 
 
 def lock_deliveries(message_id: int) -> list[Delivery]:
@@ -100,10 +113,53 @@ def lock_deliveries(message_id: int) -> list[Delivery]:
     rows of each result row in the order of the ``FROM`` list, the message's first, and the
     deliveries in the order of ``ORDER BY``. Columns of the message other than its state and
     status (its payload can be large) are not read. A message without deliveries is not
-    locked: an event can change nothing on it.
+    locked: an event can change nothing on it. The rows become model instances as the ORM
+    would make them, without its per-query overhead.
     """
     sql = _lock_sql(connection.vendor, bool(connection.features.has_select_for_update))
-    return list(Delivery.objects.raw(sql, [message_id]))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [message_id])
+        rows = cursor.fetchall()
+    fields = Delivery._meta.concrete_fields
+    names = [f.attname for f in fields]
+    converters = _delivery_converters(connection.alias)
+    deliveries = []
+    for row in rows:
+        values = list(row[: len(fields)])
+        for index, functions, column in converters:
+            for convert in functions:
+                values[index] = convert(values[index], column, connection)
+        delivery = Delivery.from_db(connection.alias, names, values)
+        delivery.message_state, delivery.message_status = row[len(fields) :]  # type: ignore[attr-defined]
+        deliveries.append(delivery)
+    return deliveries
+
+
+def update_delivery(pk: int, values: dict[str, Any], unless_status_in: Sequence[str]) -> bool:
+    """``UPDATE`` one delivery's ``values``, unless its status is one of ``unless_status_in``
+    (the rank guard); True when the row was written. A plain statement: the ORM's ``update()``
+    cost more than the database's work for it."""
+    sets = ", ".join(f"{_column(Delivery, name)} = %s" for name in values)
+    params = [_prep(Delivery, name, value) for name, value in values.items()]
+    sql = f"UPDATE {_table(Delivery)} SET {sets} WHERE {_column(Delivery, 'id')} = %s"  # noqa: S608
+    params.append(pk)
+    if unless_status_in:
+        marks = ", ".join(["%s"] * len(unless_status_in))
+        sql += f" AND {_column(Delivery, 'status')} NOT IN ({marks})"
+        params += list(unless_status_in)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.rowcount)
+
+
+def set_message_status(pk: int, status: str) -> None:
+    """``UPDATE`` one message's aggregate status."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(Message)} SET {_column(Message, 'status')} = %s "  # noqa: S608
+            f"WHERE {_column(Message, 'id')} = %s",
+            [status, pk],
+        )
 
 
 def statuses_at_or_above(status: str, ranks: dict[str, int]) -> list[str]:
