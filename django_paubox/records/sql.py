@@ -32,6 +32,11 @@ def _table(model: type[Any]) -> str:
 
 
 def _column(model: type[Any], name: str) -> str:
+    return _quoted_column(connection.vendor, model, name)
+
+
+@functools.cache
+def _quoted_column(vendor: str, model: type[Any], name: str) -> str:
     return connection.ops.quote_name(model._meta.get_field(name).column)
 
 
