@@ -185,6 +185,24 @@ def test_duplicate_event_is_stored_once(
     assert len(changes) == 1
 
 
+def test_without_insert_returning_the_orm_stores_once_and_applies(
+    client, monkeypatch, django_capture_on_commit_callbacks, changes
+):
+    """Databases without ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (SQLite before 3.35)."""
+    from django_paubox.records import sql
+
+    monkeypatch.setattr(sql, "can_insert_once", lambda: False)
+    message = make_message()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(client, event()).status_code == 200
+        assert post(client, event()).status_code == 200
+    assert WebhookEvent.objects.get().message_id == message.pk
+    assert delivery(message).status == Status.DELIVERED
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    assert changes == [("patient@example.com", "sent", "delivered", "webhook")]
+
+
 def test_duplicate_without_id_is_recognised_by_content(client):
     body = event(event_id=None)
     post(client, body)

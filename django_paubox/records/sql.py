@@ -15,6 +15,7 @@ from django.db import connection
 
 from ..models import Delivery, Message, WebhookEvent
 
+_MODELS: dict[str, Any] = {m._meta.label: m for m in (Delivery, Message, WebhookEvent)}
 #: ``WebhookEvent`` columns written by :func:`insert_event_once`, besides ``message_id``.
 _EVENT_FIELDS = (
     "event_name",
@@ -32,11 +33,12 @@ def _table(model: type[Any]) -> str:
 
 
 def _column(model: type[Any], name: str) -> str:
-    return _quoted_column(connection.vendor, model, name)
+    return _quoted_column(connection.vendor, model._meta.label, name)
 
 
 @functools.cache
-def _quoted_column(vendor: str, model: type[Any], name: str) -> str:
+def _quoted_column(vendor: str, label: str, name: str) -> str:
+    model = _MODELS[label]
     return connection.ops.quote_name(model._meta.get_field(name).column)
 
 
@@ -73,10 +75,7 @@ def insert_event_once(values: dict[str, Any], tracking_id: str) -> tuple[int, in
     the same key waits for the other transaction and then does nothing (PostgreSQL), or is
     serialised by the database lock (SQLite).
     """
-    params = [
-        WebhookEvent._meta.get_field(name).get_db_prep_save(values[name], connection)
-        for name in _EVENT_FIELDS
-    ]
+    params = [_prep(WebhookEvent, name, values[name]) for name in _EVENT_FIELDS]
     params.append(tracking_id or None)  # no tracking id: no message, even one saved with ""
     with connection.cursor() as cursor:
         cursor.execute(_insert_event_sql(connection.vendor), params)
