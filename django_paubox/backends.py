@@ -29,6 +29,11 @@ from .sending.options import send_options
 
 logger = logging.getLogger(__name__)
 
+#: A message built for Paubox: (the EmailMessage, its body, its recipients as (kind, address)).
+_Built = tuple[EmailMessage, dict[str, Any], list[tuple[str, str]]]
+#: A message refused before sending, and why.
+_Refused = tuple[EmailMessage, PauboxPayloadError]
+
 
 class PauboxBackendBase(BaseEmailBackend):
     """Shared by every Paubox backend: settings, connection, payload building, records.
@@ -68,8 +73,14 @@ class PauboxBackendBase(BaseEmailBackend):
 
         All rows are written with two bulk inserts, before Paubox is called.
         """
-        ready: list[tuple[EmailMessage, dict[str, Any], list[tuple[str, str]]]] = []
-        refused: list[tuple[EmailMessage, PauboxPayloadError]] = []
+        ready, refused = self.build(email_messages)
+        return self.write_rows(ready, refused, keep_payload=keep_payload, state=state)
+
+    def build(self, email_messages: Sequence[EmailMessage]) -> tuple[list[_Built], list[_Refused]]:
+        """``pre_send`` and the Paubox payload of every message with recipients, before anything
+        is recorded or sent: (ready, refused before sending). No database."""
+        ready: list[_Built] = []
+        refused: list[_Refused] = []
         for email in email_messages:
             if not email.recipients():
                 continue  # Django's contract: a message without recipients is skipped
@@ -88,6 +99,18 @@ class PauboxBackendBase(BaseEmailBackend):
                 ready.append((email, body, payloads.message_recipients(email)))
             except PauboxPayloadError as error:
                 refused.append((email, error))
+        return ready, refused
+
+    def write_rows(
+        self,
+        ready: Sequence[_Built],
+        refused: Sequence[_Refused],
+        *,
+        keep_payload: bool,
+        state: str = Message.State.SENDING,
+    ) -> tuple[list[Prepared], list[Prepared]]:
+        """Write the rows of built messages (two bulk inserts); the refused ones are recorded
+        as failed, with ``post_send``. Returns (ready to send, refused)."""
         rows = records.create_messages(
             [
                 (str(email.subject), str(email.from_email), rcpts, body)
@@ -204,42 +227,40 @@ class PauboxEmailBackend(PauboxBackendBase):
         return result
 
     def _send_streaming(self, email_messages: Sequence[EmailMessage]) -> DispatchResult:
-        """Bulk with one set of credentials: write and send batch by batch.
+        """Bulk with one set of credentials: rows written batch by batch.
 
-        The rows of batch k+1 are written while batch k is on the wire (see
+        Every message is built first (``pre_send`` and payloads: no database), so a receiver's
+        exception still comes before anything is recorded or sent. Then the rows of batch k+1
+        are written while batch k is on the wire (see
         :meth:`~django_paubox.sending.dispatch.Dispatcher.dispatch_batches`), instead of every
-        row before the first request; each row still exists before its own batch leaves.
+        row before the first request; each row still exists before its batch leaves.
         """
-        refused: list[Prepared] = []
+        ready, refused = self.build(email_messages)
+        failed: list[Prepared] = []
         new_connection = self.open()
         try:
             dispatcher = Dispatcher(self.client_for(self.conf), self.conf)
-            result = dispatcher.dispatch_batches(self._batches(email_messages, refused))
+            result = dispatcher.dispatch_batches(self._batches(ready, refused, failed))
         finally:
             if new_connection:
                 self.close()
-        result.failed[:0] = refused
+        result.failed[:0] = failed
         return result
 
     def _batches(
-        self, email_messages: Sequence[EmailMessage], refused: list[Prepared]
+        self, ready: Sequence[_Built], refused: Sequence[_Refused], failed: list[Prepared]
     ) -> Iterator[list[Prepared]]:
-        """Batches of ``BATCH_SIZE`` prepared messages, their rows written as each is taken;
-        messages refused before sending are recorded as they are met, and added to
-        ``refused``."""
+        """Batches of ``BATCH_SIZE``, their rows written as each is taken; the messages refused
+        before sending are recorded with the first (and added to ``failed``)."""
         size = self.conf.batch_size
-        pending: list[Prepared] = []
-        for start in range(0, len(email_messages), size):
-            prepared, failed = self.prepare(
-                email_messages[start : start + size], keep_payload=False
+        if refused and not ready:
+            failed.extend(self.write_rows([], refused, keep_payload=False)[1])
+        for start in range(0, len(ready), size):
+            prepared, refused_now = self.write_rows(
+                ready[start : start + size], refused if start == 0 else [], keep_payload=False
             )
-            refused.extend(failed)
-            pending.extend(prepared)
-            while len(pending) >= size:
-                yield pending[:size]
-                pending = pending[size:]
-        if pending:
-            yield pending
+            failed.extend(refused_now)
+            yield prepared
 
 
 class PauboxCeleryEmailBackend(PauboxBackendBase):

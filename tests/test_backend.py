@@ -192,31 +192,50 @@ def test_bulk_rows_are_written_batch_by_batch_while_the_previous_batch_is_sent(
 ):
     """Streaming: a batch's rows are written when it is next, not all before the first request.
 
-    Observed from ``pre_send``, which fires as each batch is prepared: the third batch is
-    prepared only after Paubox has answered the first (one request in flight, and the rows of
-    batch k+1 are written while batch k is on the wire), and the second batch is prepared when
-    only the first batch's rows exist.
+    Observed from ``post_send``, which fires as each batch's outcome is recorded: when the
+    first batch is recorded, Paubox has it and the second batch's rows are written (while the
+    first was on the wire), and the third's are not yet.
     """
     settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
-    seen: list[tuple[int, int]] = []  # (rows, messages Paubox has) at each pre_send
+    seen: list[tuple[int, int]] = []  # (rows, messages Paubox has) at each post_send
 
-    def receiver(sender, message, **kwargs):
+    def receiver(sender, **kwargs):
         seen.append((Message.objects.count(), len(paubox_sandbox.messages)))
 
-    signals.pre_send.connect(receiver, weak=False)
+    signals.post_send.connect(receiver, weak=False)
     try:
         messages = make(30)
         assert get_connection().send_messages(messages) == 30
     finally:
-        signals.pre_send.disconnect(receiver)
-    assert seen[0] == (0, 0)
-    assert seen[10][0] == 10  # batch 2 prepared: only batch 1's rows exist
-    assert seen[20][1] >= 10  # batch 3 prepared: Paubox has batch 1 already
+        signals.post_send.disconnect(receiver)
+    rows, at_paubox = seen[0]
+    assert rows == 20
+    assert at_paubox >= 10
     assert bulk_posts(paubox_sandbox) == 3
     for message in messages:
         assert message.paubox_message.tracking_id == message.paubox_tracking_id
     assert Message.objects.filter(state="sent").count() == 30
     assert Delivery.objects.filter(status=Status.SENT).count() == 30
+
+
+def test_a_failing_pre_send_receiver_stops_a_bulk_send_before_anything_is_recorded(
+    paubox_sandbox, settings
+):
+    settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
+    messages = make(30)
+
+    def receiver(sender, message, **kwargs):
+        if message is messages[25]:
+            raise RuntimeError("receiver bug")
+
+    signals.pre_send.connect(receiver, weak=False)
+    try:
+        with pytest.raises(RuntimeError):
+            get_connection().send_messages(messages)
+    finally:
+        signals.pre_send.disconnect(receiver)
+    assert Message.objects.count() == 0
+    assert paubox_sandbox.messages == []
 
 
 def test_a_message_refused_in_a_later_batch_is_recorded_and_the_batches_stay_full(
