@@ -73,14 +73,16 @@ class PauboxBackendBase(BaseEmailBackend):
 
         All rows are written with two bulk inserts, before Paubox is called.
         """
-        ready, refused = self.build(email_messages)
+        ready, refused = self.build(self.announce(email_messages))
         return self.write_rows(ready, refused, keep_payload=keep_payload, state=state)
 
-    def build(self, email_messages: Sequence[EmailMessage]) -> tuple[list[_Built], list[_Refused]]:
-        """``pre_send`` and the Paubox payload of every message with recipients, before anything
-        is recorded or sent: (ready, refused before sending). No database."""
-        ready: list[_Built] = []
-        refused: list[_Refused] = []
+    def announce(self, email_messages: Sequence[EmailMessage]) -> list[EmailMessage]:
+        """The messages to send: those with recipients that no ``pre_send`` receiver cancelled.
+
+        Runs before anything is recorded or sent, so that a receiver's exception stops the call
+        with nothing done.
+        """
+        announced = []
         for email in email_messages:
             if not email.recipients():
                 continue  # Django's contract: a message without recipients is skipped
@@ -88,6 +90,16 @@ class PauboxBackendBase(BaseEmailBackend):
                 signals.pre_send.send(sender=Message, message=email, backend=self)
             except signals.CancelSend:
                 continue
+            announced.append(email)
+        return announced
+
+    def build(self, email_messages: Sequence[EmailMessage]) -> tuple[list[_Built], list[_Refused]]:
+        """The Paubox payload of each announced message: (ready, refused before sending).
+
+        No database."""
+        ready: list[_Built] = []
+        refused: list[_Refused] = []
+        for email in email_messages:
             try:
                 message = payloads.build_message(email, self.conf)
                 self.conf.for_sender(message["headers"]["from"])  # a key for its domain?
@@ -227,20 +239,20 @@ class PauboxEmailBackend(PauboxBackendBase):
         return result
 
     def _send_streaming(self, email_messages: Sequence[EmailMessage]) -> DispatchResult:
-        """Bulk with one set of credentials: rows written batch by batch.
+        """Bulk with one set of credentials: built and written batch by batch.
 
-        Every message is built first (``pre_send`` and payloads: no database), so a receiver's
-        exception still comes before anything is recorded or sent. Then the rows of batch k+1
-        are written while batch k is on the wire (see
+        ``pre_send`` runs for every message first, so a receiver's exception still comes
+        before anything is recorded or sent. Then batch k+1 is built and its rows written while
+        batch k is on the wire (see
         :meth:`~django_paubox.sending.dispatch.Dispatcher.dispatch_batches`), instead of every
         row before the first request; each row still exists before its batch leaves.
         """
-        ready, refused = self.build(email_messages)
+        announced = self.announce(email_messages)
         failed: list[Prepared] = []
         new_connection = self.open()
         try:
             dispatcher = Dispatcher(self.client_for(self.conf), self.conf)
-            result = dispatcher.dispatch_batches(self._batches(ready, refused, failed))
+            result = dispatcher.dispatch_batches(self._batches(announced, failed))
         finally:
             if new_connection:
                 self.close()
@@ -248,19 +260,23 @@ class PauboxEmailBackend(PauboxBackendBase):
         return result
 
     def _batches(
-        self, ready: Sequence[_Built], refused: Sequence[_Refused], failed: list[Prepared]
+        self, announced: Sequence[EmailMessage], failed: list[Prepared]
     ) -> Iterator[list[Prepared]]:
-        """Batches of ``BATCH_SIZE``, their rows written as each is taken; the messages refused
-        before sending are recorded with the first (and added to ``failed``)."""
+        """Batches of ``BATCH_SIZE``, built and written as each is taken; messages refused
+        before sending are recorded as they are met (and added to ``failed``), and leave no gap
+        in the batches."""
         size = self.conf.batch_size
-        if refused and not ready:
-            failed.extend(self.write_rows([], refused, keep_payload=False)[1])
-        for start in range(0, len(ready), size):
-            prepared, refused_now = self.write_rows(
-                ready[start : start + size], refused if start == 0 else [], keep_payload=False
-            )
-            failed.extend(refused_now)
-            yield prepared
+        pending: list[Prepared] = []
+        for start in range(0, len(announced), size):
+            ready, refused = self.build(announced[start : start + size])
+            prepared, refused_rows = self.write_rows(ready, refused, keep_payload=False)
+            failed.extend(refused_rows)
+            pending.extend(prepared)
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
 
 
 class PauboxCeleryEmailBackend(PauboxBackendBase):
