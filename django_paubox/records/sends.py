@@ -51,14 +51,23 @@ def create_messages(
         )
         for subject, from_email, recipients, payload in prepared
     ]
+    deliveries = [
+        Delivery(message=message, recipient=address, kind=kind, status=Status.QUEUED)
+        for message, (_, _, recipients, _) in zip(messages, prepared, strict=True)
+        for kind, address in recipients
+    ]
+    _insert_rows(messages, deliveries)
+    return messages
+
+
+def _insert_rows(messages: list[Message], deliveries: list[Delivery]) -> None:
+    """Two bulk inserts in a transaction; one message (``send_mail()``) on PostgreSQL: one
+    statement, atomic on its own."""
+    if len(messages) == 1 and sql.insert_message_with_deliveries(messages[0], deliveries):
+        return
     with transaction.atomic():
         Message.objects.bulk_create(messages)
-        Delivery.objects.bulk_create(
-            Delivery(message=message, recipient=address, kind=kind, status=Status.QUEUED)
-            for message, (_, _, recipients, _) in zip(messages, prepared, strict=True)
-            for kind, address in recipients
-        )
-    return messages
+        Delivery.objects.bulk_create(deliveries)
 
 
 def mark_sent(

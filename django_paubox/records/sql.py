@@ -224,3 +224,49 @@ def update_accepted(
         else:
             cursor.execute(messages_sql, params)
             cursor.execute(delivery_sql, delivery_params)
+
+
+def insert_message_with_deliveries(message: Message, deliveries: Sequence[Delivery]) -> bool:
+    """PostgreSQL: insert one message and its deliveries in one statement (the message's
+    ``INSERT`` in a ``WITH``), atomic on its own; sets ``message.pk``.
+
+    Every concrete field is written as the ORM's ``bulk_create`` would write it (defaults,
+    ``auto_now``, adapted by the field). Returns False, writing nothing, where this does not
+    apply (another database, no deliveries, a value the database computes): the caller then
+    uses the ORM.
+    """
+    if not accepted_in_one_statement() or not deliveries:
+        return False
+    m_fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    d_fields = [f for f in Delivery._meta.concrete_fields if not f.primary_key]
+    m_values = [f.pre_save(message, True) for f in m_fields]
+    d_rows = [[f.pre_save(d, True) for f in d_fields if f.name != "message"] for d in deliveries]
+    d_values = [v for row in d_rows for v in row]
+    if any(hasattr(v, "resolve_expression") for v in [*m_values, *d_values]):
+        return False
+    m_params = [f.get_db_prep_save(v, connection) for f, v in zip(m_fields, m_values, strict=True)]
+    d_named = [f for f in d_fields if f.name != "message"]
+    d_params = [
+        f.get_db_prep_save(v, connection)
+        for row in d_rows
+        for f, v in zip(d_named, row, strict=True)
+    ]
+    m_pk = _column(Message, "id")
+    m_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in m_fields)
+    d_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in d_named)
+    row = f"((SELECT {m_pk} FROM created), {', '.join(['%s'] * len(d_named))})"  # noqa: S608
+    sql = (
+        f"WITH created AS (INSERT INTO {_table(Message)} ({m_columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(m_fields))}) RETURNING {m_pk}) "
+        f"INSERT INTO {_table(Delivery)} ({_column(Delivery, 'message')}, {d_columns}) "
+        f"VALUES {', '.join([row] * len(deliveries))} "
+        f"RETURNING {_column(Delivery, 'message')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, m_params + d_params)
+        message.pk = cursor.fetchone()[0]
+    message._state.adding = False
+    message._state.db = connection.alias
+    for delivery in deliveries:
+        delivery.message = message
+    return True
