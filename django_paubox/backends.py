@@ -10,7 +10,8 @@ them during the call through the engine in :mod:`django_paubox.sending.dispatch`
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -43,6 +44,11 @@ from .sending.options import send_options
 from .sending.unsubscribe import unsubscribe_target
 
 logger = logging.getLogger(__name__)
+
+#: A message whose payload was built: (the EmailMessage, its body, its (kind, address) list).
+_Built = tuple[EmailMessage, dict[str, Any], list[tuple[str, str]]]
+#: A message refused before sending, and why.
+_Refused = tuple[EmailMessage, PauboxPayloadError]
 
 
 class PauboxBackendBase(BaseEmailBackend):
@@ -113,9 +119,17 @@ class PauboxBackendBase(BaseEmailBackend):
 
         All rows are written with two bulk inserts, before Paubox is called.
         """
-        ready: list[tuple[EmailMessage, dict[str, Any], list[tuple[str, str]]]] = []
-        refused: list[tuple[EmailMessage, PauboxPayloadError]] = []
-        bulk = len(email_messages) > 1  # PAUBOX["UNSUBSCRIBE_BULK"] applies
+        announced = self.announce(email_messages)
+        ready, refused = self.build(announced, bulk=len(email_messages) > 1)
+        return self.write_rows(ready, refused, keep_payload=keep_payload, state=state)
+
+    def announce(self, email_messages: Sequence[EmailMessage]) -> list[EmailMessage]:
+        """The messages to send: those with recipients that no ``pre_send`` receiver cancelled.
+
+        Runs before anything is recorded or sent, so that a receiver's exception stops the call
+        with nothing done.
+        """
+        announced = []
         for email in email_messages:
             if not email.recipients():
                 continue  # Django's contract: a message without recipients is skipped
@@ -123,6 +137,19 @@ class PauboxBackendBase(BaseEmailBackend):
                 signals.pre_send.send(sender=Message, message=email, backend=self)
             except signals.CancelSend:
                 continue
+            announced.append(email)
+        return announced
+
+    def build(
+        self, email_messages: Sequence[EmailMessage], *, bulk: bool
+    ) -> tuple[list[_Built], list[_Refused]]:
+        """The Paubox payload of each announced message: (ready, refused before sending).
+
+        ``bulk``: the call sends more than one message (``PAUBOX["UNSUBSCRIBE_BULK"]``). No
+        database."""
+        ready: list[_Built] = []
+        refused: list[_Refused] = []
+        for email in email_messages:
             try:
                 message = payloads.build_message(email, self.conf)
                 self.conf.for_sender(message["headers"]["from"])  # a key for its domain?
@@ -136,32 +163,50 @@ class PauboxBackendBase(BaseEmailBackend):
                 ready.append((email, body, recipients))
             except PauboxPayloadError as error:
                 refused.append((email, error))
-        suppressed = self.leave_out_suppressed(ready)
-        rows = records.create_messages(
-            [
-                (str(email.subject), str(email.from_email), rcpts, body)
-                for email, body, rcpts in ready
-            ]
-            + [
-                (
-                    _storable(str(email.subject)),
-                    _storable(str(email.from_email)),
-                    _raw_recipients(email),
-                    {},
-                )
-                for email, _ in refused
-            ],
-            self.conf,
-            keep_payload=keep_payload,
-            state=state,
-            mailers=[
-                identity_for_sender(self.identity, self.conf, body["message"]["headers"]["from"])
-                for _, body, _ in ready
-            ]
-            + [self.identity] * len(refused),
-            display_names=[payloads.recipient_display_names(email) for email, _, _ in ready]
-            + [{} for _ in refused],
-        )
+        return ready, refused
+
+    def write_rows(
+        self,
+        ready: Sequence[_Built],
+        refused: Sequence[_Refused],
+        *,
+        keep_payload: bool,
+        state: str = Message.State.SENDING,
+    ) -> tuple[list[Prepared], list[Prepared]]:
+        """Write the rows of built messages (two bulk inserts, after one suppression lookup);
+        the refused ones are recorded as failed, with ``post_send``. Returns (ready to send,
+        refused)."""
+        # The suppression lookup and the rows: one transaction (the rows are one statement on
+        # PostgreSQL for one message; the lookup joins them rather than adding a transaction).
+        with transaction.atomic() if self.conf.suppression else nullcontext():
+            suppressed = self.leave_out_suppressed(ready)
+            rows = records.create_messages(
+                [
+                    (str(email.subject), str(email.from_email), rcpts, body)
+                    for email, body, rcpts in ready
+                ]
+                + [
+                    (
+                        _storable(str(email.subject)),
+                        _storable(str(email.from_email)),
+                        _raw_recipients(email),
+                        {},
+                    )
+                    for email, _ in refused
+                ],
+                self.conf,
+                keep_payload=keep_payload,
+                state=state,
+                mailers=[
+                    identity_for_sender(
+                        self.identity, self.conf, body["message"]["headers"]["from"]
+                    )
+                    for _, body, _ in ready
+                ]
+                + [self.identity] * len(refused),
+                display_names=[payloads.recipient_display_names(email) for email, _, _ in ready]
+                + [{} for _ in refused],
+            )
         prepared = [
             Prepared(
                 row=row,
@@ -323,6 +368,18 @@ class PauboxEmailBackend(PauboxBackendBase):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
+        if len(email_messages) > 1 and not self.conf.domains:
+            result = self._send_streaming(email_messages)
+        else:
+            result = self._send_prepared(email_messages)
+        _raise_header_error(result.failed)
+        error = result.first_error
+        if error is not None and not self.fail_silently:
+            raise error
+        return len(result.sent)
+
+    def _send_prepared(self, email_messages: Sequence[EmailMessage]) -> DispatchResult:
+        """Write every row, then send, grouped by the sending domain's settings."""
         prepared, refused = self.prepare(email_messages, keep_payload=False)
         result = DispatchResult(failed=list(refused))
         if prepared:
@@ -335,11 +392,47 @@ class PauboxEmailBackend(PauboxBackendBase):
             finally:
                 if new_connection:
                     self.close()
-        _raise_header_error(refused)
-        error = result.first_error
-        if error is not None and not self.fail_silently:
-            raise error
-        return len(result.sent)
+        return result
+
+    def _send_streaming(self, email_messages: Sequence[EmailMessage]) -> DispatchResult:
+        """Bulk with one set of credentials: built and written batch by batch.
+
+        ``pre_send`` runs for every message first, so a receiver's exception still comes
+        before anything is recorded or sent. Then batch k+1 is built and its rows written while
+        batch k is on the wire (see
+        :meth:`~django_paubox.sending.dispatch.Dispatcher.dispatch_batches`), instead of every
+        row before the first request; each row still exists before its batch leaves.
+        """
+        announced = self.announce(email_messages)
+        failed: list[Prepared] = []
+        new_connection = self.open()
+        try:
+            dispatcher = Dispatcher(self.client_for(self.conf), self.conf)
+            result = dispatcher.dispatch_batches(self._batches(announced, failed))
+        finally:
+            if new_connection:
+                self.close()
+        result.failed[:0] = failed
+        return result
+
+    def _batches(
+        self, announced: Sequence[EmailMessage], failed: list[Prepared]
+    ) -> Iterator[list[Prepared]]:
+        """Batches of ``BATCH_SIZE``, built and written as each is taken; messages refused
+        before sending are recorded as they are met (and added to ``failed``), and leave no gap
+        in the batches."""
+        size = self.conf.batch_size
+        pending: list[Prepared] = []
+        for start in range(0, len(announced), size):
+            ready, refused = self.build(announced[start : start + size], bulk=True)
+            prepared, refused_rows = self.write_rows(ready, refused, keep_payload=False)
+            failed.extend(refused_rows)
+            pending.extend(prepared)
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
 
 
 class PauboxCeleryEmailBackend(PauboxBackendBase):

@@ -44,7 +44,7 @@ _HEADER_ERROR_DOC = """A line break in a subject, header value or address (heade
     """
 
 if TYPE_CHECKING:
-    from django.core.mail import BadHeaderError
+    from django.core.mail.message import BadHeaderError
 
     class PauboxHeaderError(PauboxPayloadError, BadHeaderError):
         __doc__ = _HEADER_ERROR_DOC
@@ -52,8 +52,10 @@ if TYPE_CHECKING:
 
 def _header_error_class() -> type[PauboxPayloadError]:
     """``PauboxHeaderError``, made on first use: ``BadHeaderError`` lives in Django's mail
-    package, which imports settings, and the sandbox imports this module without a project."""
-    from django.core.mail import BadHeaderError
+    package, which imports settings, and the sandbox imports this module without a project.
+    (Taken from ``django.core.mail.message``: Django 6.1 deprecates importing it from
+    ``django.core.mail``, and makes it ``ValueError`` itself.)"""
+    from django.core.mail.message import BadHeaderError
 
     cls = type(
         "PauboxHeaderError",

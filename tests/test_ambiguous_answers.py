@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.core.mail import get_connection
 
 from django_paubox import tasks
 from django_paubox.exceptions import (
@@ -22,6 +21,7 @@ from django_paubox.exceptions import (
 from django_paubox.models import Message
 from tests.factories import emails as make
 from tests.factories import sent_message
+from tests.mailers import default_connection, new_connection
 
 from .canned_server import CannedServer
 from .test_client import MESSAGE, client_for
@@ -148,7 +148,7 @@ def test_unreadable_bulk_answer_is_not_sent_again_one_by_one(canned, content_typ
         canned.add(200, json.dumps({"sourceTrackingId": f"again-{n}"}))
     messages = make(3)
     with pytest.raises(PauboxAmbiguousResponse):
-        get_connection().send_messages(messages)
+        default_connection().send_messages(messages)
     assert [path for _, path, _, _ in canned.requests] == ["/v1/clinic/bulk_messages"]
     assert_all_settled()
     for row in Message.objects.all():
@@ -162,7 +162,7 @@ def test_next_batches_still_go_after_an_ambiguous_one(canned, settings):
     canned.add(200, json.dumps({"messages": []}))
     second = {"messages": [{"sourceTrackingId": "c"}, {"sourceTrackingId": "d"}]}
     canned.add(200, json.dumps(second))
-    assert get_connection(fail_silently=True).send_messages(make(4)) == 2
+    assert new_connection(fail_silently=True).send_messages(make(4)) == 2
     assert len(canned.requests) == 2
     assert sorted(Message.objects.values_list("state", flat=True)) == [
         "failed",
@@ -176,7 +176,7 @@ def test_a_4xx_refusal_of_a_batch_is_still_retried_one_by_one(canned):
     canned.add(400, json.dumps({"errors": [{"code": 400, "title": "Invalid request"}]}))
     for n in range(2):
         canned.add(200, json.dumps({"sourceTrackingId": f"one-{n}"}))
-    assert get_connection().send_messages(make(2)) == 2
+    assert default_connection().send_messages(make(2)) == 2
     assert [p for _, p, _, _ in canned.requests][1:] == ["/v1/clinic/messages"] * 2
 
 
@@ -184,7 +184,7 @@ def test_a_4xx_refusal_of_a_batch_is_still_retried_one_by_one(canned):
 def test_a_batch_refused_for_credentials_or_url_is_not_retried_one_by_one(canned, status):
     canned.add(status, json.dumps({"errors": [{"code": status, "title": "No"}]}))
     with pytest.raises(PauboxAPIError) as info:
-        get_connection().send_messages(make(3))
+        default_connection().send_messages(make(3))
     assert info.value.status == status
     assert len(canned.requests) == 1
     assert set(Message.objects.values_list("state", "error_status")) == {("failed", status)}
@@ -194,7 +194,7 @@ def test_deeply_nested_answer_fails_the_row_with_a_reason(canned):
     canned.add(200, DEEP)
     messages = make(1)
     with pytest.raises(PauboxAmbiguousResponse):
-        get_connection().send_messages(messages)
+        default_connection().send_messages(messages)
     row = Message.objects.get()
     assert row.state == "failed" and "not JSON" in row.error
     assert "may have reached Paubox" in row.error
@@ -203,7 +203,7 @@ def test_deeply_nested_answer_fails_the_row_with_a_reason(canned):
 def test_tracking_id_longer_than_the_column_fails_the_row_with_a_reason(canned):
     canned.add(200, json.dumps({"sourceTrackingId": "z" * 300}))
     with pytest.raises(PauboxAmbiguousResponse):
-        get_connection().send_messages(make(1))
+        default_connection().send_messages(make(1))
     row = Message.objects.get()
     assert row.state == "failed" and row.tracking_id is None
     assert "300 characters" in row.error and "may have reached Paubox" in row.error
@@ -211,7 +211,7 @@ def test_tracking_id_longer_than_the_column_fails_the_row_with_a_reason(canned):
 
 def test_a_tracking_id_of_255_characters_is_recorded(canned):
     canned.add(200, json.dumps({"sourceTrackingId": "z" * 255}))
-    assert get_connection().send_messages(make(1)) == 1
+    assert default_connection().send_messages(make(1)) == 1
     assert Message.objects.get().tracking_id == "z" * 255
 
 
@@ -219,7 +219,7 @@ def test_duplicate_ids_in_one_bulk_answer_fail_those_rows_and_keep_the_others(ca
     answer = {"messages": [{"sourceTrackingId": i} for i in ("same", "other", "same")]}
     canned.add(200, json.dumps(answer))
     messages = make(3)
-    assert get_connection(fail_silently=True).send_messages(messages) == 1
+    assert new_connection(fail_silently=True).send_messages(messages) == 1
     assert_all_settled()
     assert messages[1].paubox_tracking_id == "other"
     first, _, third = (m.paubox_message for m in messages)
@@ -233,7 +233,7 @@ def test_a_tracking_id_another_message_has_fails_the_row_with_a_reason(canned):
     canned.add(200, json.dumps({"sourceTrackingId": "taken"}))
     messages = make(1)
     with pytest.raises(PauboxAmbiguousResponse):
-        get_connection().send_messages(messages)
+        default_connection().send_messages(messages)
     row = messages[0].paubox_message
     row.refresh_from_db()
     assert row.state == "failed" and "another message already has" in row.error
@@ -244,7 +244,7 @@ def test_a_tracking_id_another_message_has_fails_the_row_with_a_reason(canned):
 
 
 def queue(n: int) -> list[int]:
-    assert get_connection(CELERY_BACKEND).send_messages(make(n)) == n
+    assert new_connection(CELERY_BACKEND).send_messages(make(n)) == n
     return sorted(Message.objects.values_list("pk", flat=True))
 
 

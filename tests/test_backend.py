@@ -11,6 +11,7 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from django_paubox import signals
 from django_paubox.backends import PauboxEmailBackend
 from django_paubox.exceptions import (
     PauboxAPIError,
@@ -20,7 +21,7 @@ from django_paubox.exceptions import (
 from django_paubox.models import Delivery, Message
 from django_paubox.tracking.statuses import Status
 from tests.factories import emails as make
-from tests.mailers import DJANGO_61, PLAIN, new_connection, use_backend
+from tests.mailers import DJANGO_61, PLAIN, default_connection, new_connection, use_backend
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
@@ -112,7 +113,9 @@ def test_bulk_query_count_grows_with_batches_not_messages(paubox_sandbox):
     # 40, not 50: SQLite's 999 parameters per statement make bulk_create insert 50 Message rows
     # (21 columns) in two statements; that is Django's batching, not a query per message.
     assert queries_for(40) == queries_for(2)
-    assert queries_for(100) <= 2 * queries_for(50)
+    # Each further batch costs the same: growth is per batch (50), never per message.
+    fifty, hundred, hundred_fifty = queries_for(50), queries_for(100), queries_for(150)
+    assert hundred - fifty == hundred_fifty - hundred
 
 
 def test_messages_without_recipients_are_skipped(paubox_sandbox):
@@ -189,6 +192,70 @@ def test_5xx_on_bulk_fails_that_batch_and_the_rest_unattempted(paubox_sandbox, s
     assert Message.objects.filter(state="failed").count() == 30
     assert Message.objects.filter(error__contains="not attempted").count() == 20
     assert all(m.paubox_tracking_id is None for m in messages)
+
+
+def test_bulk_rows_are_written_batch_by_batch_while_the_previous_batch_is_sent(
+    paubox_sandbox, settings
+):
+    """Streaming: a batch's rows are written when it is next, not all before the first request.
+
+    Observed from ``post_send``, which fires as each batch's outcome is recorded: when the
+    first batch is recorded, Paubox has it and the second batch's rows are written (while the
+    first was on the wire), and the third's are not yet.
+    """
+    settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
+    seen: list[tuple[int, int]] = []  # (rows, messages Paubox has) at each post_send
+
+    def receiver(sender, **kwargs):
+        seen.append((Message.objects.count(), len(paubox_sandbox.messages)))
+
+    signals.post_send.connect(receiver, weak=False)
+    try:
+        messages = make(30)
+        assert default_connection().send_messages(messages) == 30
+    finally:
+        signals.post_send.disconnect(receiver)
+    rows, at_paubox = seen[0]
+    assert rows == 20
+    assert at_paubox >= 10
+    assert bulk_posts(paubox_sandbox) == 3
+    for message in messages:
+        assert message.paubox_message.tracking_id == message.paubox_tracking_id
+    assert Message.objects.filter(state="sent").count() == 30
+    assert Delivery.objects.filter(status=Status.SENT).count() == 30
+
+
+def test_a_failing_pre_send_receiver_stops_a_bulk_send_before_anything_is_recorded(
+    paubox_sandbox, settings
+):
+    settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
+    messages = make(30)
+
+    def receiver(sender, message, **kwargs):
+        if message is messages[25]:
+            raise RuntimeError("receiver bug")
+
+    signals.pre_send.connect(receiver, weak=False)
+    try:
+        with pytest.raises(RuntimeError):
+            default_connection().send_messages(messages)
+    finally:
+        signals.pre_send.disconnect(receiver)
+    assert Message.objects.count() == 0
+    assert paubox_sandbox.messages == []
+
+
+def test_a_message_refused_in_a_later_batch_is_recorded_and_the_batches_stay_full(
+    paubox_sandbox, settings
+):
+    settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 10}
+    messages = make(25)
+    messages.insert(12, EmailMessage("s", "b", FROM, ["not-an-address"]))
+    backend = new_connection(fail_silently=True)
+    assert backend.send_messages(messages) == 25
+    assert bulk_posts(paubox_sandbox) == 3  # 10, 10, 5: the refused one leaves no gap
+    assert Message.objects.filter(state="sent").count() == 25
+    assert Message.objects.get(state="failed").deliveries.get().recipient == "not-an-address"
 
 
 def test_timeout_after_sending_is_reported_as_maybe_sent(paubox_sandbox, settings):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pytest
 from django.core import mail
-from django.core.mail import BadHeaderError, EmailMessage, get_connection, send_mail
+from django.core.mail import EmailMessage, send_mail
+from django.core.mail.message import BadHeaderError
 from django.http import HttpResponse
 from django.test import RequestFactory
 
 from django_paubox.exceptions import PauboxHeaderError, PauboxPayloadError
 from django_paubox.models import Message
+from tests.mailers import default_connection, new_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +48,7 @@ def injected(**kw) -> EmailMessage:
 def test_a_line_break_raises_bad_header_error_before_any_http(
     paubox_sandbox, backend, fail_silently, fields
 ):
-    connection = get_connection(backend, fail_silently=fail_silently)
+    connection = new_connection(backend, fail_silently=fail_silently)
     with pytest.raises(BadHeaderError) as info:
         connection.send_messages([injected(**fields)])
     assert isinstance(info.value, PauboxPayloadError)
@@ -69,7 +71,7 @@ def test_send_mail_with_an_injected_subject(paubox_sandbox):
 def test_the_others_of_the_call_are_sent(paubox_sandbox):
     good = injected()
     with pytest.raises(BadHeaderError):
-        get_connection(fail_silently=True).send_messages(
+        new_connection(fail_silently=True).send_messages(
             [good, injected(subject="Hi\nBcc: x@evil.example")]
         )
     assert good.paubox_tracking_id
@@ -96,6 +98,6 @@ def test_a_view_written_as_djangos_docs_teach(paubox_sandbox):
 
 def test_other_control_characters_stay_plain_payload_errors(paubox_sandbox):
     with pytest.raises(PauboxPayloadError) as info:
-        get_connection().send_messages([injected(to=["p\x00@example.com"])])
+        default_connection().send_messages([injected(to=["p\x00@example.com"])])
     assert not isinstance(info.value, BadHeaderError)
     assert Message.objects.get().state == "failed"  # recorded, NUL and all (PostgreSQL too)

@@ -18,6 +18,7 @@ from django_paubox.models import Delivery, Message, WebhookEvent
 from django_paubox.sending.metadata import REF_HEADER, read_ref, ref_value
 from django_paubox.tracking.statuses import Status
 from tests.factories import email
+from tests.mailers import default_connection
 
 SECRET = "metadata-webhook-secret-0123456789"
 
@@ -75,7 +76,7 @@ def test_bulk_messages_keep_their_own_metadata(paubox_sandbox):
         message.paubox_metadata = {"appointment_id": f"A-{i}"}
         message.paubox_tags = [f"t{i}"]
         messages.append(message)
-    with mail.get_connection() as connection_:
+    with default_connection() as connection_:
         assert connection_.send_messages(messages) == 3
     assert [path for _, path in paubox_sandbox.requests if path.endswith("bulk_messages")]
     by_recipient = {m.recipients[0]: m.headers for m in paubox_sandbox.messages}

@@ -5,18 +5,22 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import string
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from email.utils import parseaddr
 
 import pytest
 from django.db import connection
 from django.utils import timezone as dj_timezone
+from hypothesis import given
+from hypothesis import strategies as st
 
 from django_paubox import records, signals
 from django_paubox.conf import get_settings
 from django_paubox.models import Delivery, Message, WebhookEvent
-from django_paubox.tracking.parsing import parse_receipt, parse_rfc2822
+from django_paubox.tracking.parsing import normalise_address, parse_receipt, parse_rfc2822
 from django_paubox.tracking.statuses import Status, from_delivery_status, rank
 from tests.factories import sent_message as make_message
 
@@ -95,6 +99,21 @@ def test_parse_rfc2822(text, expected):
     assert value == expected
     if value is not None:
         assert value.tzinfo is not None
+
+
+_ADDRESS_CHARS = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-.@ \t<>\"(),;:[]\\"
+
+
+@given(
+    st.one_of(
+        st.text(alphabet=_ADDRESS_CHARS, max_size=24),
+        st.from_regex(r"[A-Za-z0-9._+-]{1,8}@[A-Za-z0-9.-]{1,8}", fullmatch=True),
+        st.text(max_size=24),
+    )
+)
+def test_normalise_address_is_parseaddr_with_a_fast_path(text):
+    _, address = parseaddr(text)
+    assert normalise_address(text) == (address or text).strip().lower()
 
 
 def test_parse_receipt_tolerates_anything():
@@ -614,9 +633,9 @@ def test_two_refreshes_at_once_never_regress(monkeypatch, changes):
     ``advance`` is slowed down so that, without the row locks, the second refresh would read
     the delivery before the first commits and overwrite "delivered" with "processing".
     """
-    message = make_message()
     from django_paubox.records import dispositions
 
+    message = make_message()
     real_advance = dispositions.advance
 
     def slow_advance(current, new):

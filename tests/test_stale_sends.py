@@ -22,6 +22,7 @@ from django.utils import timezone
 from django_paubox import tasks
 from django_paubox.models import Message
 from tests.factories import emails as make
+from tests.mailers import default_connection, new_connection
 
 from .canned_server import CannedServer
 from .commands import manage
@@ -129,9 +130,7 @@ def test_settle_command_fails_stale_sends_without_celery(canned, capsys):
 
 def test_settle_command_requeues_outbox_claims_with_resend_ambiguous(db, settings, enqueued):
     settings.PAUBOX = {**settings.PAUBOX, "OUTBOX_STALE_SECONDS": 60, "RESEND_AMBIGUOUS": True}
-    assert mail.get_connection("django_paubox.backends.PauboxCeleryEmailBackend").send_messages(
-        make(1)
-    )
+    assert new_connection("django_paubox.backends.PauboxCeleryEmailBackend").send_messages(make(1))
     row = Message.objects.get()
     Message.objects.filter(pk=row.pk).update(
         state="sending", claimed_at=timezone.now() - timedelta(minutes=5)
@@ -145,9 +144,7 @@ def test_settle_command_requeues_outbox_claims_with_resend_ambiguous(db, setting
 def test_a_sending_row_without_a_claim_time_is_settled_once_old(db, settings):
     """Rows the plain backend wrote before 0.2 have no claim time: their age counts."""
     settings.PAUBOX = {**settings.PAUBOX, "OUTBOX_STALE_SECONDS": 60}
-    assert mail.get_connection("django_paubox.backends.PauboxCeleryEmailBackend").send_messages(
-        make(2)
-    )
+    assert new_connection("django_paubox.backends.PauboxCeleryEmailBackend").send_messages(make(2))
     old, new = Message.objects.order_by("pk")
     Message.objects.update(state="sending", claimed_at=None, next_attempt_at=None)
     Message.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=5))
@@ -161,7 +158,7 @@ def test_a_long_send_renews_the_claim_of_each_batch(paubox_sandbox, settings):
     """Rows wait for their batch's turn: each batch's claim starts when it leaves."""
     settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 2}
     messages = make(4)
-    assert mail.get_connection().send_messages(messages) == 4
+    assert default_connection().send_messages(messages) == 4
     first, _, third, _ = (m.paubox_message for m in messages)
     assert first.claimed_at is not None and third.claimed_at is not None
     assert third.claimed_at > first.claimed_at

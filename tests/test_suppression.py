@@ -22,6 +22,7 @@ from django_paubox.records import suppressions
 from django_paubox.tracking.polling import poll_receipts
 from django_paubox.tracking.statuses import Status
 from tests.factories import email, sent_message
+from tests.mailers import default_connection, new_connection
 from tests.test_metadata import SECRET, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -151,7 +152,7 @@ def test_partial_suppression_inside_a_bulk_batch(paubox_sandbox, outcomes):
         email(to=["left@example.com"], cc=["d@example.com"]),  # cc becomes to
         email(to=["left@example.com"], bcc=["e@example.com"]),  # only bcc left: not sent
     ]
-    with mail.get_connection() as backend:
+    with default_connection() as backend:
         assert backend.send_messages(messages) == 3
     [bulk] = [p for p in api_posts(paubox_sandbox)]
     assert bulk.endswith("/bulk_messages")
@@ -199,7 +200,7 @@ def test_a_bulk_send_costs_the_same_queries_however_many_are_suppressed(paubox_s
         suppressions.add(f"x{i}@example.com")
     counts = []
     for n in (4, 12):  # (more would split SQLite's bulk inserts, suppressed or not)
-        with mail.get_connection() as backend, CaptureQueriesContext(connection) as queries:
+        with default_connection() as backend, CaptureQueriesContext(connection) as queries:
             assert backend.send_messages(_batch(n)) == n
         counts.append(len(queries))
     assert counts[0] == counts[1]
@@ -228,7 +229,7 @@ def test_the_outbox_stores_the_payload_without_suppressed_addresses(paubox_sandb
         email(to=["a@example.com"], cc=["gone@example.com"]),
         email(to=["gone@example.com"]),
     ]
-    assert mail.get_connection(CELERY_BACKEND).send_messages(messages) == 1
+    assert new_connection(CELERY_BACKEND).send_messages(messages) == 1
     queued = messages[0].paubox_message
     queued.refresh_from_db()
     assert "cc" not in queued.payload["message"]

@@ -17,6 +17,7 @@ from django_paubox.exceptions import PauboxPayloadError
 from django_paubox.models import Message, Suppression
 from django_paubox.sending import unsubscribe as unsubscribing
 from tests.factories import email
+from tests.mailers import default_connection, new_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -125,7 +126,7 @@ def test_unsubscribe_bulk_covers_single_recipient_messages_of_a_mass_send(public
     assert "List-Unsubscribe" in by_first["d@example.com"]
     opted_out = email(to=["e@example.com"])
     opted_out.paubox_unsubscribe = False
-    mail.get_connection().send_messages([opted_out, email(to=["f@example.com"])])
+    default_connection().send_messages([opted_out, email(to=["f@example.com"])])
     by_first = {m.recipients[0]: m.headers for m in public.messages}
     assert "List-Unsubscribe" not in by_first["e@example.com"]
     assert "List-Unsubscribe" in by_first["f@example.com"]
@@ -308,7 +309,7 @@ def test_the_outbox_worker_adds_the_headers_when_it_sends(public, monkeypatch):
 
     monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *a, **k: None)
     message = one_click()
-    backend = mail.get_connection("django_paubox.backends.PauboxCeleryEmailBackend")
+    backend = new_connection("django_paubox.backends.PauboxCeleryEmailBackend")
     assert backend.send_messages([message]) == 1
     assert public.requests == []
     row = message.paubox_message

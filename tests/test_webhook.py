@@ -185,6 +185,24 @@ def test_duplicate_event_is_stored_once(
     assert len(changes) == 1
 
 
+def test_without_insert_returning_the_orm_stores_once_and_applies(
+    client, monkeypatch, django_capture_on_commit_callbacks, changes
+):
+    """Databases without ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (SQLite before 3.35)."""
+    from django_paubox.records import sql
+
+    monkeypatch.setattr(sql, "can_insert_once", lambda: False)
+    message = make_message()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(client, event()).status_code == 200
+        assert post(client, event()).status_code == 200
+    assert WebhookEvent.objects.get().message_id == message.pk
+    assert delivery(message).status == Status.DELIVERED
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    assert changes == [("patient@example.com", "sent", "delivered", "webhook")]
+
+
 def test_duplicate_without_id_is_recognised_by_content(client):
     body = event(event_id=None)
     post(client, body)
@@ -619,6 +637,58 @@ def test_the_same_event_posted_at_once_is_stored_once(linked, received, changes)
     else:
         assert changes == []
         assert Message.objects.get().status == Status.SENT
+
+
+@pytest.mark.postgres
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_events_for_the_recipients_of_one_message_keep_its_status_exact():
+    """Events for different recipients of one message, and receipts, at once.
+
+    Each event locks the message before its deliveries, in the statement that reads them, so
+    the message's status, derived from all its deliveries, ends exact; a lock taken in
+    another order would deadlock (an error here) with the receipts.
+    """
+    recipients = [f"r{i}@example.com" for i in range(4)]
+    messages = [make_message(recipients, f"multi-{i}") for i in range(6)]
+    barrier = threading.Barrier(len(recipients) + 1)
+    errors: list[BaseException] = []
+
+    def events(recipient: str) -> None:
+        try:
+            barrier.wait(5)
+            for m in messages:
+                records.apply_webhook_event(event(tracking_id=m.tracking_id, to=recipient))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def receipts() -> None:
+        try:
+            barrier.wait(5)
+            for m in messages:
+                records.apply_receipt(
+                    m,
+                    receipt(
+                        *(entry(r, "processing") for r in recipients), tracking_id=m.tracking_id
+                    ),
+                )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=events, args=(r,)) for r in recipients]
+    threads.append(threading.Thread(target=receipts))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Status.DELIVERED}
+    assert set(Message.objects.values_list("status", flat=True)) == {Status.DELIVERED}
+    assert WebhookEvent.objects.filter(message__isnull=False).count() == 6 * len(recipients)
 
 
 # --- End to end: the sandbox sends, fires webhooks at a live server, serves receipts --------

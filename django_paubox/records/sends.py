@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from django.utils import timezone
 from ..conf import PauboxSettings, sender_domain
 from ..models import Delivery, Message
 from ..tracking.statuses import Status
+from . import sql
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +70,31 @@ def create_messages(
     names: Sequence[Mapping[str, str]] = (
         display_names if display_names is not None and conf.store_subject else [{}] * len(prepared)
     )
-    with transaction.atomic():
-        Message.objects.bulk_create(messages)
-        Delivery.objects.bulk_create(
-            Delivery(
-                message=message,
-                recipient=address,
-                display_name=named.get(address, "")[:255],
-                kind=kind,
-                status=Status.QUEUED,
-            )
-            for message, (_, _, recipients, _), named in zip(messages, prepared, names, strict=True)
-            for kind, address in recipients
+    deliveries = [
+        Delivery(
+            message=message,
+            recipient=address,
+            display_name=named.get(address, "")[:255],
+            kind=kind,
+            status=Status.QUEUED,
         )
+        for message, (_, _, recipients, _), named in zip(messages, prepared, names, strict=True)
+        for kind, address in recipients
+    ]
+    _insert_rows(messages, deliveries)
     return messages
+
+
+def _insert_rows(messages: list[Message], deliveries: list[Delivery]) -> None:
+    """Two bulk inserts in a transaction; one message (``send_mail()``) on PostgreSQL: one
+    statement, atomic on its own."""
+    if len(messages) == 1 and sql.insert_message_with_deliveries(messages[0], deliveries):
+        return
+    # Inside the caller's transaction (the backend's, with the suppression lookup), no
+    # savepoint: a failure here undoes the whole step anyway.
+    with transaction.atomic(savepoint=False):
+        Message.objects.bulk_create(messages)
+        Delivery.objects.bulk_create(deliveries)
 
 
 def mark_sent(
@@ -103,9 +116,9 @@ def _mark_accepted(
 
     A message sent now is ``sent``; a scheduled one stays ``queued`` until its time, when its
     receipts are first asked for (before it Paubox has nothing to report). On the hot path (a
-    bulk batch sent now) this is two UPDATE statements, however many messages: the same values
-    for every row, and the tracking ids in one CASE (``bulk_update`` cost more than the rest
-    of a batch's database work together).
+    send or a bulk batch sent now) this is two UPDATE statements in one transaction, however
+    many messages, and on PostgreSQL one statement without a transaction (see
+    :func:`_record_sent_now`).
     """
     if not accepted:
         return
@@ -130,29 +143,23 @@ def _mark_accepted(
         **({} if conf.store_content else {"payload": None}),
     }
     sent_now = [m for m, _, when in accepted if when is None]
-    with transaction.atomic():
+    scheduled = [(m, t, when) for m, t, when in accepted if when is not None]
+    # One statement on PostgreSQL (atomic alone): no BEGIN/COMMIT around it.
+    # Inside a caller's transaction it takes a savepoint instead, so that a failed statement
+    # (a tracking id another row has) can be undone without undoing the caller's work.
+    alone = not scheduled and sql.accepted_in_one_statement() and not connection.in_atomic_block
+    with nullcontext() if alone else transaction.atomic():
         if sent_now:
-            Message.objects.filter(pk__in=[m.pk for m in sent_now]).update(
-                status=Status.SENT,
-                scheduled_at=None,
-                sent_at=now,
-                next_receipt_check_at=sent_now[0].next_receipt_check_at,
+            _record_sent_now(sent_now, now, common)
+        for message, tracking_id, when in scheduled:  # scheduled sends go one at a time
+            Message.objects.filter(pk=message.pk).update(
+                tracking_id=tracking_id,
+                status=Status.QUEUED,
+                scheduled_at=when,
+                sent_at=when,
+                next_receipt_check_at=message.next_receipt_check_at,
                 **common,
             )
-            _set_tracking_ids([(m.pk, m.tracking_id or "") for m in sent_now])
-            Delivery.objects.filter(
-                message__in=[m.pk for m in sent_now], status=Status.QUEUED
-            ).update(status=Status.SENT, updated_at=now)
-        for message, tracking_id, when in accepted:
-            if when is not None:  # scheduled sends go one at a time
-                Message.objects.filter(pk=message.pk).update(
-                    tracking_id=tracking_id,
-                    status=Status.QUEUED,
-                    scheduled_at=when,
-                    sent_at=when,
-                    next_receipt_check_at=message.next_receipt_check_at,
-                    **common,
-                )
 
 
 def clashing_tracking_ids(accepted: Sequence[tuple[int, str]]) -> set[int]:
@@ -169,21 +176,22 @@ def clashing_tracking_ids(accepted: Sequence[tuple[int, str]]) -> set[int]:
     return {pk for pk, tracking_id in accepted if counts[tracking_id] > 1 or tracking_id in taken}
 
 
-def _set_tracking_ids(pairs: Sequence[tuple[int, str]]) -> None:
-    """``UPDATE ... SET tracking_id = CASE id WHEN ... END`` in one statement."""
-    quote = connection.ops.quote_name
-    table = quote(Message._meta.db_table)
-    pk = quote(str(Message._meta.get_field("id").column))
-    column = quote(str(Message._meta.get_field("tracking_id").column))
-    cases = " ".join(["WHEN %s THEN %s"] * len(pairs))
-    marks = ", ".join(["%s"] * len(pairs))
-    params: list[Any] = [value for pair in pairs for value in pair]
-    params += [pk_value for pk_value, _ in pairs]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {column} = CASE {pk} {cases} END WHERE {pk} IN ({marks})",  # noqa: S608
-            params,
-        )
+def _record_sent_now(sent_now: Sequence[Message], now: datetime, common: dict[str, Any]) -> None:
+    """Messages sent now: one ``UPDATE`` of the messages (the same values for all, and each
+    one's tracking id in a ``CASE``), one of their queued deliveries (now ``sent``)."""
+    values = {k: v for k, v in common.items() if k != "attempts"}  # incremented by sql
+    sql.update_accepted(
+        {
+            **values,
+            "status": Status.SENT,
+            "scheduled_at": None,
+            "sent_at": now,
+            "next_receipt_check_at": sent_now[0].next_receipt_check_at,
+        },
+        [(m.pk, m.tracking_id or "") for m in sent_now],
+        {"status": Status.SENT, "updated_at": now},
+        [Status.QUEUED],
+    )
 
 
 def mark_failed(

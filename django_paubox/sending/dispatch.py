@@ -7,14 +7,17 @@ and writes every outcome through :mod:`django_paubox.records`.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from django.core.mail import EmailMessage
+from django.db import IntegrityError, transaction
 
 from .. import records, signals
 from ..client import PauboxClient
@@ -109,34 +112,59 @@ class Dispatcher:
 
     def dispatch(self, prepared: Sequence[Prepared]) -> DispatchResult:
         result = DispatchResult()
-        for item in prepared:
-            stamp_headers(item.payload, item.row.pk, self.conf)
         if len(prepared) == 1:
+            self._stamped(prepared)
             self._send_one(prepared[0])
             self._record(prepared, result)
             return result
-        batches = list(_chunks(prepared, self.conf.batch_size))
-        # Pipelined: while batch k's outcome is written to the database, batch k+1 is on its
-        # way to Paubox (the helper thread only speaks HTTP; only this one touches the
-        # database). Still one request in flight, and k+1 leaves only once k has not met an
-        # outage, so the rule above holds. Should recording fail (the database is down), the
-        # batch already under way is sent but left unrecorded, in state "sending".
+        return self.dispatch_batches(_chunks(prepared, self.conf.batch_size))
+
+    def dispatch_batches(self, batches: Iterable[Sequence[Prepared]]) -> DispatchResult:
+        """Send batches as ``batches`` yields them, each in one request (see the class).
+
+        Pipelined: while batch k is on its way to Paubox, batch k+1 is taken from ``batches``
+        (a generator may write its rows then) and batch k-1's outcome is written to the
+        database; the helper thread only speaks HTTP, only this one touches the database.
+        Still one request in flight, and k+1 leaves only once k has not met an outage; the
+        batches after an outage are still taken (their rows written) and marked not attempted.
+        Should the database fail, the batch already under way is sent but left unrecorded, in
+        state "sending"; should taking the next batch fail, the batch under way is recorded
+        first.
+        """
+        result = DispatchResult()
+        source = (self._stamped(batch) for batch in batches)
+        current = next(source, None)
+        if current is None:
+            return result
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paubox-send") as sender:
-            under_way = sender.submit(self._send_batch, batches[0])
-            for index, batch in enumerate(batches):
+            under_way = sender.submit(self._send_batch, current)
+            while current is not None:
+                try:
+                    following = next(source, None)
+                except BaseException:
+                    under_way.result()
+                    self._record(current, result)
+                    raise
                 outage = under_way.result()
-                if outage is None and index + 1 < len(batches):
+                if outage is None and following is not None:
                     # Its claim starts now, so that a long send is not taken for a dead one.
-                    records.renew_claims([item.row for item in batches[index + 1]])
-                    under_way = sender.submit(self._send_batch, batches[index + 1])
-                self._record(batch, result)
+                    records.renew_claims([item.row for item in following])
+                    under_way = sender.submit(self._send_batch, following)
+                self._record(current, result)
                 if outage is not None:
-                    rest = [p for later in batches[index + 1 :] for p in later]
-                    for item in rest:
-                        item.error = _not_attempted(outage)
-                    self._record(rest, result)
+                    for later in itertools.chain([following] if following else [], source):
+                        for item in later:
+                            item.error = _not_attempted(outage)
+                        self._record(later, result)
                     break
+                current = following
         return result
+
+    def _stamped(self, batch: Sequence[Prepared]) -> Sequence[Prepared]:
+        """The batch, each message's ``X-Paubox-Ref`` header added (its row exists by now)."""
+        for item in batch:
+            stamp_headers(item.payload, item.row.pk, self.conf)
+        return batch
 
     def _send_one(self, item: Prepared) -> None:
         try:
@@ -186,22 +214,29 @@ class Dispatcher:
                 item.error = outcome
         return None
 
+    def _record_accepted(self, items: Sequence[Prepared]) -> None:
+        """The messages Paubox took, sent now or scheduled; all or nothing."""
+        now = [(i.row, i.tracking_id) for i in items if i.tracking_id and i.scheduled_for is None]
+        later = [
+            (i.row, i.tracking_id, i.scheduled_for)
+            for i in items
+            if i.tracking_id and i.scheduled_for is not None
+        ]
+        with transaction.atomic() if now and later else nullcontext():
+            records.mark_sent(now, self.conf)
+            records.mark_scheduled(later, self.conf)
+
     def _record(self, items: Sequence[Prepared], result: DispatchResult) -> None:
-        _refuse_clashing_ids(items)
+        try:
+            self._record_accepted(items)
+        except IntegrityError:
+            # A tracking id another row already has, or two of these share: looked for only
+            # when it happens (a query on every send would be one too many). Those fail as
+            # ambiguous; the others are recorded. Nothing was written by the failed attempt.
+            _refuse_clashing_ids(items)
+            self._record_accepted(items)
         sent = [item for item in items if item.tracking_id]
         failed = [item for item in items if not item.tracking_id]
-        records.mark_sent(
-            [(item.row, item.tracking_id or "") for item in sent if item.scheduled_for is None],
-            self.conf,
-        )
-        records.mark_scheduled(
-            [
-                (item.row, item.tracking_id or "", item.scheduled_for)
-                for item in sent
-                if item.scheduled_for is not None
-            ],
-            self.conf,
-        )
         if self.requeue_transient:
             transient = [item for item in failed if is_transient(item.error, self.conf)]
             failed = [item for item in failed if item not in transient]

@@ -32,8 +32,21 @@ MAX_ADDRESS = 320
 MAX_DEPTH = 32
 
 
+#: A bare address (dot-atoms around one ``@``): ``parseaddr`` would return it as it is.
+_BARE_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
 def normalise_address(text: str) -> str:
-    """``"Name <A@Host>"`` or ``"a@host"`` -> ``"a@host"``: how ``Delivery.recipient`` is kept."""
+    """``"Name <A@Host>"`` or ``"a@host"`` -> ``"a@host"``: how ``Delivery.recipient`` is kept.
+
+    A bare address skips ``parseaddr``, the costliest step of a webhook event's parsing.
+    """
+    stripped = text.strip()
+    if _BARE_ADDRESS.fullmatch(stripped):
+        return stripped.lower()
     _, address = parseaddr(text)
     return (address or text).strip().lower()
 

@@ -1,0 +1,284 @@
+"""Statements written by hand, where the ORM would take several round trips for one step.
+
+Each works on PostgreSQL and on SQLite (3.35 or later, for ``RETURNING``); :func:`can_insert_once`
+tells the caller when to fall back to the ORM. Values are adapted by the model fields
+(``get_db_prep_save``), so that JSON and datetimes are written exactly as the ORM writes them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connection
+
+from ..models import Delivery, Message, WebhookEvent
+
+_MODELS: dict[str, Any] = {m._meta.label: m for m in (Delivery, Message, WebhookEvent)}
+#: ``WebhookEvent`` columns written by :func:`insert_event_once`, besides ``message_id``.
+_EVENT_FIELDS = (
+    "event_name",
+    "dedupe_key",
+    "source_tracking_id",
+    "recipient",
+    "occurred_at",
+    "received_at",
+    "payload",
+)
+
+
+def _table(model: type[Any]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _column(model: type[Any], name: str) -> str:
+    return _quoted_column(connection.vendor, model._meta.label, name)
+
+
+@functools.cache
+def _quoted_column(vendor: str, label: str, name: str) -> str:
+    model = _MODELS[label]
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+def can_insert_once() -> bool:
+    """Whether the database has ``INSERT ... ON CONFLICT DO NOTHING RETURNING``."""
+    return connection.vendor in ("postgresql", "sqlite") and bool(
+        connection.features.can_return_columns_from_insert
+    )
+
+
+@functools.cache
+def _insert_event_sql(vendor: str) -> str:
+    columns = ", ".join(_column(WebhookEvent, name) for name in _EVENT_FIELDS)
+    marks = ", ".join(["%s"] * len(_EVENT_FIELDS))
+    pk, message_id = _column(WebhookEvent, "id"), _column(WebhookEvent, "message")
+    lookup = (
+        f"(SELECT {_column(Message, 'id')} FROM {_table(Message)} "  # noqa: S608
+        f"WHERE {_column(Message, 'tracking_id')} = %s)"
+    )
+    return (
+        f"INSERT INTO {_table(WebhookEvent)} ({columns}, {message_id}) "  # noqa: S608
+        f"VALUES ({marks}, {lookup}) "
+        f"ON CONFLICT ({_column(WebhookEvent, 'dedupe_key')}) DO NOTHING "
+        f"RETURNING {pk}, {message_id}"
+    )
+
+
+def insert_event_once(values: dict[str, Any], tracking_id: str) -> tuple[int, int | None] | None:
+    """Store an event unless its ``dedupe_key`` is stored already: one statement for both.
+
+    ``values`` holds the :data:`_EVENT_FIELDS`; the event is linked to the message whose
+    tracking id is ``tracking_id`` (if there is one) in the same statement. Returns the new
+    row's ``(id, message_id)``, or None for a replay (nothing written). A concurrent insert of
+    the same key waits for the other transaction and then does nothing (PostgreSQL), or is
+    serialised by the database lock (SQLite).
+    """
+    params = [_prep(WebhookEvent, name, values[name]) for name in _EVENT_FIELDS]
+    params.append(tracking_id or None)  # no tracking id: no message, even one saved with ""
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_event_sql(connection.vendor), params)
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _message_fields() -> list[Any]:
+    """The message's columns read with its deliveries: all but ``payload`` (PHI, and large),
+    which stays deferred on the instance."""
+    return [f for f in Message._meta.concrete_fields if f.name != "payload"]
+
+
+@functools.cache
+def _lock_sql(vendor: str, for_update: bool) -> str:
+    m, d = _table(Message), _table(Delivery)
+    m_id, d_message = f"{m}.{_column(Message, 'id')}", f"{d}.{_column(Delivery, 'message')}"
+    columns = ", ".join(f"{d}.{_column(Delivery, f.name)}" for f in Delivery._meta.concrete_fields)
+    message_columns = ", ".join(f"{m}.{_column(Message, f.name)}" for f in _message_fields())
+    return (
+        f"SELECT {columns}, {message_columns} "  # noqa: S608
+        f"FROM {m} INNER JOIN {d} ON {d_message} = {m_id} "
+        f"WHERE {m_id} = %s ORDER BY {d}.{_column(Delivery, 'id')}"
+        + (" FOR UPDATE" if for_update else "")
+    )
+
+
+@functools.cache
+def _converters(alias: str, label: str, names: tuple[str, ...]) -> list[tuple[int, list[Any], Any]]:
+    """What the ORM would apply to each column of these fields (JSON, SQLite's datetimes)."""
+    model = _MODELS[label]
+    found = []
+    for index, name in enumerate(names):
+        column = model._meta.get_field(name).get_col(model._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if converters:
+            found.append((index, converters, column))
+    return found
+
+
+def _from_row(model: type[Any], names: tuple[str, ...], values: list[Any]) -> Any:
+    for index, functions, column in _converters(connection.alias, model._meta.label, names):
+        for convert in functions:
+            values[index] = convert(values[index], column, connection)
+    return model.from_db(connection.alias, list(names), values)
+
+
+def lock_deliveries(message_id: int) -> list[Delivery]:
+    """Lock a message and its deliveries, and read them, in one statement.
+
+    Each delivery's ``message`` is the message read with it (its ``payload``, which can be
+    large, deferred), so that ``delivery_status_changed`` receivers reach its metadata without
+    a query. The lock order is the one every disposition keeps (message first, then its
+    deliveries by id): PostgreSQL locks the rows of each result row in the order of the
+    ``FROM`` list, the message's first, and the deliveries in the order of ``ORDER BY``. A
+    message without deliveries is not locked: an event can change nothing on it. The rows
+    become model instances as the ORM would make them, without its per-query overhead.
+    """
+    sql = _lock_sql(connection.vendor, bool(connection.features.has_select_for_update))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [message_id])
+        rows = cursor.fetchall()
+    d_names = tuple(f.attname for f in Delivery._meta.concrete_fields)
+    m_names = tuple(f.attname for f in _message_fields())
+    deliveries = []
+    message = None
+    for row in rows:
+        if message is None:
+            message = _from_row(Message, m_names, list(row[len(d_names) :]))
+        delivery = _from_row(Delivery, d_names, list(row[: len(d_names)]))
+        delivery.message = message
+        deliveries.append(delivery)
+    return deliveries
+
+
+def update_delivery(pk: int, values: dict[str, Any], unless_status_in: Sequence[str]) -> bool:
+    """``UPDATE`` one delivery's ``values``, unless its status is one of ``unless_status_in``
+    (the rank guard); True when the row was written. A plain statement: the ORM's ``update()``
+    cost more than the database's work for it."""
+    sets = ", ".join(f"{_column(Delivery, name)} = %s" for name in values)
+    params = [_prep(Delivery, name, value) for name, value in values.items()]
+    sql = f"UPDATE {_table(Delivery)} SET {sets} WHERE {_column(Delivery, 'id')} = %s"  # noqa: S608
+    params.append(pk)
+    if unless_status_in:
+        marks = ", ".join(["%s"] * len(unless_status_in))
+        sql += f" AND {_column(Delivery, 'status')} NOT IN ({marks})"
+        params += list(unless_status_in)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.rowcount)
+
+
+def set_message_status(pk: int, status: str) -> None:
+    """``UPDATE`` one message's aggregate status."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(Message)} SET {_column(Message, 'status')} = %s "  # noqa: S608
+            f"WHERE {_column(Message, 'id')} = %s",
+            [status, pk],
+        )
+
+
+def statuses_at_or_above(status: str, ranks: dict[str, int]) -> list[str]:
+    """The statuses a report of ``status`` may not replace (the rank guard of an UPDATE)."""
+    return [s for s, r in ranks.items() if r >= ranks[status]]
+
+
+def _prep(model: type[Any], name: str, value: Any) -> Any:
+    return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def accepted_in_one_statement() -> bool:
+    """Whether :func:`update_accepted` is one statement (PostgreSQL: an ``UPDATE`` in a
+    ``WITH``), atomic without a transaction around it."""
+    return connection.vendor == "postgresql"
+
+
+def update_accepted(
+    values: dict[str, Any],
+    tracking_ids: Sequence[tuple[int, str]],
+    deliveries: dict[str, Any],
+    delivery_from: Iterable[str],
+) -> None:
+    """The after-send writes of accepted messages: ``values`` and each message's tracking id
+    in one ``UPDATE`` of the messages, ``attempts`` incremented, and ``deliveries`` written to
+    their deliveries whose status is in ``delivery_from``.
+
+    On PostgreSQL both are one statement (the message ``UPDATE`` in a ``WITH``), atomic on its
+    own; elsewhere two, which the caller wraps in a transaction.
+    """
+    m, d = _table(Message), _table(Delivery)
+    pk = _column(Message, "id")
+    sets = [f"{_column(Message, name)} = %s" for name in values]
+    params: list[Any] = [_prep(Message, name, value) for name, value in values.items()]
+    attempts = _column(Message, "attempts")
+    sets.append(f"{attempts} = {attempts} + 1")
+    cases = " ".join(["WHEN %s THEN %s"] * len(tracking_ids))
+    sets.append(f"{_column(Message, 'tracking_id')} = CASE {pk} {cases} END")
+    params += [value for pair in tracking_ids for value in pair]
+    ids = [message_id for message_id, _ in tracking_ids]
+    marks = ", ".join(["%s"] * len(ids))
+    messages_sql = f"UPDATE {m} SET {', '.join(sets)} WHERE {pk} IN ({marks})"  # noqa: S608
+    params += ids
+    states = list(delivery_from)
+    delivery_sql = (
+        f"UPDATE {d} SET "  # noqa: S608
+        + ", ".join(f"{_column(Delivery, name)} = %s" for name in deliveries)
+        + f" WHERE {_column(Delivery, 'message')} IN ({marks})"
+        + f" AND {_column(Delivery, 'status')} IN ({', '.join(['%s'] * len(states))})"
+    )
+    delivery_params = [_prep(Delivery, name, value) for name, value in deliveries.items()]
+    delivery_params += [*ids, *states]
+    with connection.cursor() as cursor:
+        if accepted_in_one_statement():
+            cursor.execute(
+                f"WITH accepted AS ({messages_sql}) {delivery_sql}", params + delivery_params
+            )
+        else:
+            cursor.execute(messages_sql, params)
+            cursor.execute(delivery_sql, delivery_params)
+
+
+def insert_message_with_deliveries(message: Message, deliveries: Sequence[Delivery]) -> bool:
+    """PostgreSQL: insert one message and its deliveries in one statement (the message's
+    ``INSERT`` in a ``WITH``), atomic on its own; sets ``message.pk``.
+
+    Every concrete field is written as the ORM's ``bulk_create`` would write it (defaults,
+    ``auto_now``, adapted by the field). Returns False, writing nothing, where this does not
+    apply (another database, no deliveries, a value the database computes): the caller then
+    uses the ORM.
+    """
+    if not accepted_in_one_statement() or not deliveries:
+        return False
+    m_fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    d_fields = [f for f in Delivery._meta.concrete_fields if not f.primary_key]
+    m_values = [f.pre_save(message, True) for f in m_fields]
+    d_rows = [[f.pre_save(d, True) for f in d_fields if f.name != "message"] for d in deliveries]
+    d_values = [v for row in d_rows for v in row]
+    if any(hasattr(v, "resolve_expression") for v in [*m_values, *d_values]):
+        return False
+    m_params = [f.get_db_prep_save(v, connection) for f, v in zip(m_fields, m_values, strict=True)]
+    d_named = [f for f in d_fields if f.name != "message"]
+    d_params = [
+        f.get_db_prep_save(v, connection)
+        for row in d_rows
+        for f, v in zip(d_named, row, strict=True)
+    ]
+    m_pk = _column(Message, "id")
+    m_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in m_fields)
+    d_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in d_named)
+    row = f"((SELECT {m_pk} FROM created), {', '.join(['%s'] * len(d_named))})"  # noqa: S608
+    sql = (
+        f"WITH created AS (INSERT INTO {_table(Message)} ({m_columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(m_fields))}) RETURNING {m_pk}) "
+        f"INSERT INTO {_table(Delivery)} ({_column(Delivery, 'message')}, {d_columns}) "
+        f"VALUES {', '.join([row] * len(deliveries))} "
+        f"RETURNING {_column(Delivery, 'message')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, m_params + d_params)
+        message.pk = cursor.fetchone()[0]
+    message._state.adding = False
+    message._state.db = connection.alias
+    for delivery in deliveries:
+        delivery.message = message
+    return True
