@@ -37,9 +37,12 @@ def default_connection() -> BaseEmailBackend:
     return get_connection()
 
 
-def new_connection(backend: str = PLAIN, **options: Any) -> BaseEmailBackend:
-    """A new connection to ``backend``: ``get_connection()`` before 6.1; on 6.1 the class
-    itself (what ``get_connection()`` did), so that no deprecated API is called."""
+def new_connection(backend: str | None = PLAIN, **options: Any) -> BaseEmailBackend:
+    """A new connection to ``backend`` (None: the default one's class): ``get_connection()``
+    before 6.1; on 6.1 the class itself (what ``get_connection()`` did), so that no deprecated
+    API is called."""
     if DJANGO_61:
-        return import_string(backend)(**options)
+        from django.conf import settings
+
+        return import_string(backend or settings.MAILERS["default"]["BACKEND"])(**options)
     return get_connection(backend, **options)

@@ -340,7 +340,7 @@ def test_support_person_finds_a_delivery(
     page.locator("#result_list a", has_text=star.subject).first.click()
     page.wait_for_selector("#deliveries-group")
     assert page.locator("#content h2").first.inner_text() == star.subject
-    assert page.get_by_text(str(star.tracking_id), exact=True).is_visible()
+    assert page.locator("#message_form").get_by_text(str(star.tracking_id), exact=True).is_visible()
     deliveries = page.locator("#deliveries-group")
     for address in (
         "jane.doe@example.com",

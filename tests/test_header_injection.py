@@ -16,7 +16,7 @@ from django.test import RequestFactory
 
 from django_paubox.exceptions import PauboxHeaderError, PauboxPayloadError
 from django_paubox.models import Message
-from tests.mailers import default_connection, new_connection
+from tests.mailers import DJANGO_61, PLAIN, default_connection, new_connection, use_backend
 
 pytestmark = pytest.mark.django_db
 
@@ -58,13 +58,18 @@ def test_a_line_break_raises_bad_header_error_before_any_http(
     assert row.state == "failed" and "line break" in row.error
 
 
-def test_send_mail_with_an_injected_subject(paubox_sandbox):
+def test_send_mail_with_an_injected_subject(paubox_sandbox, settings):
     with pytest.raises(BadHeaderError):
         send_mail("Subject\nBcc: x@evil.example", "Body", FROM, ["p@example.com"])
-    with pytest.raises(BadHeaderError):
-        send_mail(
-            "Subject\nBcc: x@evil.example", "Body", FROM, ["p@example.com"], fail_silently=True
-        )
+    if DJANGO_61:  # 6.1 deprecates send_mail(fail_silently=): the mailer's OPTIONS say it
+        use_backend(settings, PLAIN, {"fail_silently": True})
+        with pytest.raises(BadHeaderError):
+            send_mail("Subject\nBcc: x@evil.example", "Body", FROM, ["p@example.com"])
+    else:
+        with pytest.raises(BadHeaderError):
+            send_mail(
+                "Subject\nBcc: x@evil.example", "Body", FROM, ["p@example.com"], fail_silently=True
+            )
     assert paubox_sandbox.requests == []
 
 
@@ -99,5 +104,7 @@ def test_a_view_written_as_djangos_docs_teach(paubox_sandbox):
 def test_other_control_characters_stay_plain_payload_errors(paubox_sandbox):
     with pytest.raises(PauboxPayloadError) as info:
         default_connection().send_messages([injected(to=["p\x00@example.com"])])
-    assert not isinstance(info.value, BadHeaderError)
+    assert not isinstance(info.value, PauboxHeaderError)
+    if not DJANGO_61:  # where BadHeaderError is ValueError itself, every payload error is one
+        assert not isinstance(info.value, BadHeaderError)
     assert Message.objects.get().state == "failed"  # recorded, NUL and all (PostgreSQL too)

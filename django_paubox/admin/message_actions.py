@@ -61,15 +61,17 @@ class RescheduleForm(forms.Form):
 # --- Messages ---------------------------------------------------------------------------------
 
 
-#: A whole address (``local@domain.tld``), as opposed to part of one (``jane@``).
-
-
 class MessageActions(admin.ModelAdmin):
     """The actions of :class:`~.messages.MessageAdmin` (the base it adds them to)."""
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        """Resend only with ``STORE_CONTENT``: without it no message can ever be resent."""
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> Any:
+        """Resend only with ``STORE_CONTENT``: without it no message can ever be resent.
+
+        (``action_location``: Django 6.1 adds it, and deprecates overrides without it.)"""
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg,unused-ignore]
         if not get_settings().store_content:
             actions.pop("resend", None)
         return actions
@@ -79,10 +81,16 @@ class MessageActions(admin.ModelAdmin):
         request._paubox_changelist = changelist  # type: ignore[attr-defined]
         return changelist
 
-    def get_action_choices(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+    def get_action_choices(
+        self, request: HttpRequest, default_choices: Any = None, action_location: Any = None
+    ) -> Any:
         """Cancel and reschedule are offered when the page lists a scheduled send still to
-        come. The page's rows are read once, by the list itself (no query of their own)."""
-        choices = super().get_action_choices(request, *args, **kwargs)
+        come. The page's rows are read once, by the list itself (no query of their own).
+
+        (``action_location``: Django 6.1 adds it, and deprecates overrides without it.)"""
+        given = {"default_choices": default_choices, "action_location": action_location}
+        kwargs = {name: value for name, value in given.items() if value is not None}
+        choices = super().get_action_choices(request, **kwargs)
         changelist = getattr(request, "_paubox_changelist", None)
         if changelist is not None and not any(
             scheduled_sends.is_pending(m) for m in changelist.result_list
