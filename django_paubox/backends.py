@@ -20,10 +20,10 @@ from django.db import transaction
 
 from . import records, signals
 from .client import PauboxClient, shared_client
-from .conf import (
+from .conf import PauboxSettings
+from .credentials import (
     MAILER_OPTIONS,
     UNNAMED_IDENTITY,
-    PauboxSettings,
     connection_conf,
     connection_identity,
     identity_for_sender,
@@ -55,8 +55,8 @@ class PauboxBackendBase(BaseEmailBackend):
     """Shared by every Paubox backend: settings, connection, payload building, records.
 
     Django 6.1+: a ``MAILERS`` entry's ``OPTIONS`` are the lower-case ``PAUBOX`` keys listed in
-    :data:`django_paubox.conf.MAILER_OPTIONS` (``PAUBOX`` supplies the rest); an unknown one is
-    refused, naming it. Django 4.2/5.2: ``get_connection(api_key=..., api_username=...,
+    :data:`django_paubox.credentials.MAILER_OPTIONS` (``PAUBOX`` supplies the rest); an unknown
+    one is refused, naming it. Django 4.2/5.2: ``get_connection(api_key=..., api_username=...,
     api_url=..., label=...)`` overrides the ``PAUBOX`` settings for one connection; ``label``
     names a ``PAUBOX["CONNECTIONS"]`` entry, so that later calls about its messages (outbox,
     receipts, cancel) find the same credentials. Configuration errors are raised even with

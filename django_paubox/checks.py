@@ -12,15 +12,8 @@ from django.conf import settings
 from django.core import checks
 from django.urls import NoReverseMatch, reverse
 
-from .conf import (
-    KNOWN_KEYS,
-    PAUBOX_BACKENDS,
-    PauboxSettings,
-    connection_conf,
-    get_settings,
-    mailer_options,
-    raw_settings,
-)
+from .conf import KNOWN_KEYS, PauboxSettings, get_settings, raw_settings
+from .credentials import PAUBOX_BACKENDS, connection_conf, mailer_options
 from .exceptions import PauboxConfigError
 from .sending.unsubscribe import URL_NAME
 

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -26,10 +25,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from . import __version__
+from . import __version__, answers
 from .conf import PauboxSettings, get_settings
 from .exceptions import (
-    BulkItemError,
     PauboxAmbiguousResponse,
     PauboxAPIError,
     PauboxConnectionError,
@@ -38,18 +36,8 @@ from .sending import bodies
 
 logger = logging.getLogger(__name__)
 
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-REQUEST_ID_HEADERS = ("X-Request-Id", "X-Amzn-RequestId", "X-Amz-Cf-Id", "CF-Ray")
-HINT_401 = (
-    'Check PAUBOX["API_KEY"] and PAUBOX["API_USERNAME"]: Paubox answers 401 when the key is '
-    "missing, wrong, or was issued for another endpoint username or sending domain"
-)
-#: The longest tracking id we store (``Message.tracking_id``); a longer one cannot be recorded.
-MAX_TRACKING_ID_LENGTH = 255
-HINT_HTML_404 = (
-    "Paubox's gateway answered with an HTML page, which means the URL is wrong: check "
-    'PAUBOX["API_URL"] and PAUBOX["API_USERNAME"] (requested {url})'
-)
 
 
 class _Retry(Retry):
@@ -130,7 +118,7 @@ class PauboxClient:
     def send_message(self, message: Mapping[str, Any], **extras: Any) -> str:
         """POST /messages; returns Paubox's ``sourceTrackingId``."""
         data = self._request("POST", "messages", json=bodies.single_send_body(message, extras))
-        return _tracking_id_of(data, status=200)
+        return answers.tracking_id_of(data, status=200)
 
     def send_bulk(self, messages: Sequence[Mapping[str, Any]]) -> list[str | PauboxAPIError]:
         """POST /bulk_messages; one tracking id per message, in order.
@@ -142,14 +130,14 @@ class PauboxClient:
         mistaken for a refusal (which would send every message again, one by one).
         """
         data = self._request("POST", "bulk_messages", json=bodies.bulk_send_body(messages))
-        return _bulk_results(data, len(messages))
+        return answers.bulk_results(data, len(messages))
 
     def get_receipt(self, tracking_id: str) -> dict[str, Any]:
         """GET /message_receipt; the parsed body. Unknown ids raise PauboxAPIError (404)."""
         data = self._request("GET", "message_receipt", params={"sourceTrackingId": tracking_id})
         if not isinstance(data, dict):
             raise PauboxAPIError(200, title="Unexpected receipt response", details="not an object")
-        error = _error_in_body(data)
+        error = answers.error_in_body(data)
         if error is not None:
             raise error
         return data
@@ -178,7 +166,7 @@ class PauboxClient:
         )
         body = bodies.templated_send_body(message, template_name, values, extras)
         data = self._request("POST", "templated_messages", json=body)
-        return _tracking_id_of(data, status=200)
+        return answers.tracking_id_of(data, status=200)
 
     def list_templates(self) -> list[dict[str, Any]]:
         """GET /dynamic_templates: every template as ``{"id": int, "name": str, ...}``.
@@ -188,7 +176,7 @@ class PauboxClient:
         """
         data = self._request("GET", "dynamic_templates")
         if isinstance(data, dict):
-            error = _error_in_body(data)
+            error = answers.error_in_body(data)
             if error is not None:
                 raise error
             data = data.get("templates", data.get("data"))
@@ -196,18 +184,18 @@ class PauboxClient:
             raise PauboxAPIError(
                 200, title="Unexpected template list", details="not a list of templates"
             )
-        return [_template_of(item) for item in data]
+        return [answers.template_of(item) for item in data]
 
     def get_template(self, template_id: int | str) -> dict[str, Any]:
         """GET /dynamic_templates/{id}; unknown ids raise :class:`PauboxAPIError` (404)."""
-        return _template_of(
+        return answers.template_of(
             self._request("GET", f"dynamic_templates/{_template_path_id(template_id)}")
         )
 
     def create_template(self, name: str, body: str) -> dict[str, Any]:
         """POST /dynamic_templates (multipart ``data[name]``, ``data[body]`` as a .hbs file)."""
         data = self._request("POST", "dynamic_templates", files=_template_form(name, body))
-        return _template_of(data)
+        return answers.template_of(data)
 
     def update_template(
         self, template_id: int | str, name: str | None = None, body: str | None = None
@@ -220,13 +208,13 @@ class PauboxClient:
             f"dynamic_templates/{_template_path_id(template_id)}",
             files=_template_form(name, body),
         )
-        return _template_of(data, default_id=str(template_id))
+        return answers.template_of(data, default_id=str(template_id))
 
     def delete_template(self, template_id: int | str) -> None:
         """DELETE /dynamic_templates/{id}; unknown ids raise :class:`PauboxAPIError` (404)."""
         data = self._request("DELETE", f"dynamic_templates/{_template_path_id(template_id)}")
         if isinstance(data, dict):
-            error = _error_in_body(data)
+            error = answers.error_in_body(data)
             if error is not None:
                 raise error
 
@@ -242,20 +230,21 @@ class PauboxClient:
         """
         body = bodies.schedule_body(message, _scheduled_at(scheduled_at), extras)
         data = self._request("POST", "schedule", json=body)
-        return _tracking_id_of(data, status=200)
+        return answers.tracking_id_of(data, status=200)
 
     def get_scheduled(self, tracking_id: str) -> dict[str, Any]:
         """GET /schedule/{sourceTrackingId}: the parsed body (shape undocumented by Paubox)."""
-        return _object_of(self._request("GET", f"schedule/{_path_id(tracking_id)}"))
+        return answers.object_of(self._request("GET", f"schedule/{_path_id(tracking_id)}"))
 
     def reschedule(self, tracking_id: str, scheduled_at: datetime | str) -> dict[str, Any]:
         """PATCH /schedule/{sourceTrackingId} with ``{"data": {"scheduled_at": ...}}``."""
         body = bodies.reschedule_body(_scheduled_at(scheduled_at))
-        return _object_of(self._request("PATCH", f"schedule/{_path_id(tracking_id)}", json=body))
+        path = f"schedule/{_path_id(tracking_id)}"
+        return answers.object_of(self._request("PATCH", path, json=body))
 
     def cancel_scheduled(self, tracking_id: str) -> dict[str, Any]:
         """POST /schedule/{sourceTrackingId}/cancel: Paubox will not send the message."""
-        return _object_of(self._request("POST", f"schedule/{_path_id(tracking_id)}/cancel"))
+        return answers.object_of(self._request("POST", f"schedule/{_path_id(tracking_id)}/cancel"))
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -285,7 +274,7 @@ class PauboxClient:
             (time.monotonic() - started) * 1000,
         )
         if response.status_code >= 400:
-            raise api_error_from_response(response)
+            raise answers.api_error_from_response(response)
         try:
             return response.json()
         except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to read
@@ -296,105 +285,8 @@ class PauboxClient:
                 title="Unreadable response",
                 details=f"Paubox answered {response.status_code} with a body that is not JSON "
                 f"({response.headers.get('Content-Type', 'no content type')})",
-                request_id=_request_id(response),
+                request_id=answers.request_id_of(response),
             ) from None
-
-
-def _tracking_id_of(data: Any, *, status: int) -> str:
-    """The ``sourceTrackingId`` of a successful send.
-
-    An error in the body (``{"error": ...}``, e.g. an unknown template) is Paubox's refusal;
-    any other answer without a usable id is ambiguous: Paubox answered success, so it probably
-    took the message.
-    """
-    details = "Paubox returned no sourceTrackingId"
-    if isinstance(data, dict):
-        tracking_id = data.get("sourceTrackingId")
-        if isinstance(tracking_id, str) and tracking_id.strip():
-            if len(tracking_id) <= MAX_TRACKING_ID_LENGTH:
-                return tracking_id
-            details = (
-                f"Paubox returned a sourceTrackingId of {len(tracking_id)} characters, longer "
-                f"than the {MAX_TRACKING_ID_LENGTH} that can be recorded"
-            )
-        else:
-            error = _error_in_body(data, status=status)
-            if error is not None:
-                raise error
-    raise PauboxAmbiguousResponse(status, title="Unexpected response", details=details)
-
-
-def _bulk_results(data: Any, expected: int) -> list[str | PauboxAPIError]:
-    """One tracking id (or :class:`BulkItemError`) per message of an accepted bulk request."""
-    items = data.get("messages") if isinstance(data, dict) else None
-    if not isinstance(items, list) or len(items) != expected:
-        got = str(len(items)) if isinstance(items, list) else "none"
-        said = _error_in_body(data) if isinstance(data, dict) else None
-        raise PauboxAmbiguousResponse(
-            200,
-            title="Unexpected bulk response",
-            details=f"expected {expected} results in 'messages', got {got}"
-            + (f" ({said.title or said.details})" if said is not None else ""),
-        )
-    results: list[str | PauboxAPIError] = []
-    for item in items:
-        try:
-            results.append(_tracking_id_of(item, status=200))
-        except PauboxAPIError as error:
-            results.append(
-                BulkItemError(
-                    200,
-                    title=error.title,
-                    details=error.details,
-                    may_have_been_sent=error.may_have_been_sent,
-                )
-            )
-    counts = Counter(r for r in results if isinstance(r, str))
-    repeated = {tracking_id for tracking_id, count in counts.items() if count > 1}
-    if repeated:  # which message has the id? Unknowable: none of them is recorded as sent
-        results = [
-            BulkItemError(
-                200,
-                title="Unexpected bulk response",
-                details="Paubox gave the same sourceTrackingId to several messages",
-                may_have_been_sent=True,
-            )
-            if isinstance(r, str) and r in repeated
-            else r
-            for r in results
-        ]
-    return results
-
-
-def _template_of(data: Any, *, default_id: str | None = None) -> dict[str, Any]:
-    """One template answer as ``{"id": str, "name": str, "body": str | None, "created_at":
-    str | None, "updated_at": str | None}``; ``{"data": {...}}`` wrappers are unwrapped."""
-    if isinstance(data, dict):
-        error = _error_in_body(data)
-        if error is not None:
-            raise error
-        if isinstance(data.get("data"), dict):
-            data = data["data"]
-    if not isinstance(data, dict):
-        raise PauboxAPIError(200, title="Unexpected template response", details="not an object")
-    # Paubox's OpenAPI description has string ids ("template_123"), its prose docs integers:
-    # both are read, and kept as text.
-    raw_id = data.get("id", default_id)
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)) or not str(raw_id).strip():
-        raise PauboxAPIError(200, title="Unexpected template response", details="no template id")
-    template_id = str(raw_id).strip()
-
-    def text(key: str) -> str | None:
-        value = data.get(key)
-        return value if isinstance(value, str) else None
-
-    return {
-        "id": template_id,
-        "name": text("name") or "",
-        "body": text("body"),
-        "created_at": text("created_at"),
-        "updated_at": text("updated_at"),
-    }
 
 
 def _template_path_id(template_id: int | str) -> str:
@@ -427,85 +319,6 @@ def _scheduled_at(value: datetime | str) -> str:
 
 def _path_id(tracking_id: str) -> str:
     return quote(str(tracking_id), safe="")
-
-
-def _object_of(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise PauboxAPIError(200, title="Unexpected response", details="not an object")
-    error = _error_in_body(data)
-    if error is not None:
-        raise error
-    return data
-
-
-def _error_in_body(data: dict[str, Any], *, status: int = 200) -> PauboxAPIError | None:
-    """Paubox sometimes answers 200 with an error body (e.g. an unknown template)."""
-    if any(key in data for key in ("errors", "error")):
-        return _error_from_json(status, data, request_id="")
-    return None
-
-
-def api_error_from_response(response: requests.Response) -> PauboxAPIError:
-    """Turn any of Paubox's error shapes into one :class:`PauboxAPIError`."""
-    status = response.status_code
-    request_id = _request_id(response)
-    try:
-        data = response.json()
-    except (ValueError, RecursionError):
-        data = None
-    if isinstance(data, dict):
-        return _error_from_json(status, data, request_id=request_id)
-    content_type = response.headers.get("Content-Type", "")
-    hint = ""
-    if status == 404 and ("html" in content_type or response.text.lstrip().startswith("<")):
-        hint = HINT_HTML_404.format(url=_without_query(response.url))
-    elif status == 401:
-        hint = HINT_401
-    return PauboxAPIError(
-        status,
-        title=response.reason or "",
-        details=f"non-JSON body ({content_type or 'no content type'})",
-        request_id=request_id,
-        hint=hint,
-    )
-
-
-def _error_from_json(status: int, data: dict[str, Any], *, request_id: str) -> PauboxAPIError:
-    errors = data.get("errors")
-    code: Any = None
-    title = details = ""
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        first = errors[0]
-        code = first.get("code", first.get("status"))
-        title = str(first.get("title") or "")
-        details = str(first.get("details") or first.get("detail") or "")
-    elif isinstance(data.get("error"), str):
-        title = data["error"]
-    elif isinstance(data.get("message"), str):
-        title = data["message"]
-    tracking_id = data.get("sourceTrackingId")
-    return PauboxAPIError(
-        status,
-        code=code,
-        title=title[:500],
-        details=details[:1000],
-        request_id=request_id,
-        tracking_id=tracking_id if isinstance(tracking_id, str) else "",
-        hint=HINT_401 if status == 401 else "",
-        errors=[e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else None,
-    )
-
-
-def _request_id(response: requests.Response) -> str:
-    for header in REQUEST_ID_HEADERS:
-        value = response.headers.get(header)
-        if value:
-            return value[:200]
-    return ""
-
-
-def _without_query(url: str) -> str:
-    return url.split("?", 1)[0]
 
 
 def _may_have_been_sent(exc: requests.RequestException) -> bool:

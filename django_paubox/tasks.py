@@ -20,7 +20,8 @@ from celery import shared_task
 
 from . import records
 from .client import shared_client
-from .conf import PauboxSettings, get_settings, sender_domain, settings_for
+from .conf import PauboxSettings, get_settings, sender_domain
+from .credentials import settings_for
 from .exceptions import PauboxConfigError, PauboxError, PauboxPayloadError
 from .models import Delivery
 from .sending.dispatch import Dispatcher, DispatchResult, Prepared

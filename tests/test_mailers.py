@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from django_paubox import outbox, tasks
 from django_paubox.checks import check_paubox_settings
-from django_paubox.conf import settings_for
+from django_paubox.credentials import settings_for
 from django_paubox.exceptions import CredentialsNotFound, PauboxConfigError
 from django_paubox.models import Message
 from django_paubox.sandbox import SandboxServer

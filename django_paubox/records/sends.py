@@ -39,7 +39,7 @@ def create_messages(
     until the send; ``STORE_CONTENT`` keeps it afterwards. A row created ``sending`` (the plain
     backend) is claimed from now: if the process dies mid-send, the sweeper finds it stale.
     ``mailers`` holds, per message, the identity of the credentials that send it
-    (``Message.mailer``; see :func:`django_paubox.conf.settings_for`); ``"default"`` for all
+    (``Message.mailer``; see :func:`django_paubox.credentials.settings_for`); ``"default"`` for all
     when not given.
     ``display_names``, parallel to ``prepared``, maps addresses to the names they were given
     ("Grace Hopper"); kept, like the subject, only with ``STORE_SUBJECT``.

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from .faults import FaultRates
 from .server import SandboxServer
 
-logger = logging.getLogger("django_paubox.sandbox")
+logger = logging.getLogger(__name__)
 
 
 class Writer(Protocol):

@@ -33,7 +33,7 @@ from .core import Sandbox
 from .faults import Fault
 from .routing import ApiRequest, bad_request, method_not_allowed, paubox_error, title_of
 
-logger = logging.getLogger("django_paubox.sandbox")
+logger = logging.getLogger(__name__)
 
 _API_PATH = re.compile(r"/v1/([^/]+)/([A-Za-z_]+)((?:/[^/]+)*)")
 _AUTH = re.compile(r"(?:Token\s+token=|Bearer\s+)(\S+)")

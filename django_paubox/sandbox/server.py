@@ -14,7 +14,7 @@ from typing import Any
 from .core import Sandbox
 from .handler import SandboxHandler, root_url
 
-logger = logging.getLogger("django_paubox.sandbox")
+logger = logging.getLogger(__name__)
 
 #: Username used in :attr:`SandboxServer.base_url` when any username is accepted.
 DEFAULT_USERNAME = "sandbox"

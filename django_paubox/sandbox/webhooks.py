@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from .state import SandboxState, SimulatedDelivery, Stage, TrackedMessage
 from .times import iso_z
 
-logger = logging.getLogger("django_paubox.sandbox")
+logger = logging.getLogger(__name__)
 
 # Webhook receivers are local: never send events through an HTTP proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -21,7 +21,8 @@ from django.db import IntegrityError, transaction
 
 from .. import records, signals
 from ..client import PauboxClient
-from ..conf import PauboxSettings, settings_for
+from ..conf import PauboxSettings
+from ..credentials import settings_for
 from ..exceptions import (
     PauboxAmbiguousResponse,
     PauboxAPIError,

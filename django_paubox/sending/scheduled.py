@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from .. import records
 from ..client import PauboxClient
-from ..conf import settings_for
+from ..credentials import settings_for
 from ..exceptions import NotScheduled
 from ..models import Message
 from .options import format_send_at

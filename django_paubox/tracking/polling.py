@@ -27,7 +27,8 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from .. import records
-from ..conf import PauboxSettings, get_settings, sender_domain, settings_for
+from ..conf import PauboxSettings, get_settings, sender_domain
+from ..credentials import settings_for
 from ..exceptions import (
     CredentialsNotFound,
     PauboxAPIError,
