@@ -244,3 +244,16 @@ def test_client_requires_credentials():
 
     with pytest.raises(PauboxConfigError):
         PauboxClient(PauboxSettings(api_key="", api_username="u"))
+
+
+def test_the_environments_proxies_and_ca_bundle_are_read_once_per_session(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.clinic.example:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/clinic/ca.pem")
+    session = PauboxClient(PauboxSettings(api_key="k", api_username="u")).session
+    assert session.trust_env is False  # nothing is re-read per request
+    assert session.proxies["https"] == "http://proxy.clinic.example:3128"
+    assert session.verify == "/etc/clinic/ca.pem"
+    monkeypatch.setenv("NO_PROXY", "api.paubox.net")
+    bypassed = PauboxClient(PauboxSettings(api_key="k", api_username="u")).session
+    assert "https" not in bypassed.proxies
