@@ -900,3 +900,10 @@ def test_refresh_without_credentials_says_so(admin_client: Client, settings, mon
     (text,) = flash(post_action(admin_client, "refresh_receipts", [m]))
     assert text.startswith("Cannot refresh receipts:")
     assert 'PAUBOX["API_KEY"] is not set' in text
+
+
+def test_the_message_page_names_the_credentials_that_sent_it(admin_client):
+    message = make_message()
+    Message.objects.filter(pk=message.pk).update(mailer="mailer:billing")
+    page = admin_client.get(reverse("admin:django_paubox_message_change", args=[message.pk]))
+    assert b"mailer:billing" in page.content

@@ -199,6 +199,7 @@ class MessageAdmin(RecordAdminMixin, ListingFields, MessageActions):
                 "classes": ("collapse",),
                 "fields": (
                     "sender_domain",
+                    "mailer",
                     "recipient_count",
                     "content",
                     "attempts",
@@ -217,6 +218,7 @@ class MessageAdmin(RecordAdminMixin, ListingFields, MessageActions):
         "subject",
         "from_email",
         "sender_domain",
+        "mailer",
         "recipient_count",
         "content",
         "created",
