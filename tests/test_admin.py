@@ -112,11 +112,15 @@ def test_changelist_shows_subject_badge_recipients_and_link_to_dashboard(admin_c
     assert re.search(
         rf'<a href="{change}[^"]*"><span class="paubox-subject"[^>]*>Your lab results<', html
     )
-    # Rows are named by their subject, not a UUID (which only labels the row's checkbox).
-    assert (
-        html.count(m.tracking_id) == 1
-        and f'aria-label="Select this object for an action - {m.tracking_id}"' in html
-    )
+    # Rows are named by their subject, not a UUID (which only labels the row's checkbox, from
+    # Django 5.0 on; Django 4.2's checkbox has no label).
+    if django.VERSION >= (5, 0):
+        assert (
+            html.count(m.tracking_id) == 1
+            and f'aria-label="Select this object for an action - {m.tracking_id}"' in html
+        )
+    else:
+        assert m.tracking_id not in html
     assert "Ada Lovelace" in html and "a@clinic.example" in html and "+2 more" in html
     assert reverse(DASHBOARD) in html
     assert "django_paubox/admin.css" in html
