@@ -3,8 +3,6 @@ and used to link an event whose tracking id is unknown here (against the sandbox
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,19 +17,9 @@ from django_paubox.sending.metadata import REF_HEADER, read_ref, ref_value
 from django_paubox.tracking.statuses import Status
 from tests.factories import email
 from tests.mailers import default_connection
+from tests.sandbox_support import wait_for
 
 SECRET = "metadata-webhook-secret-0123456789"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def tagged(**kwargs: Any) -> mail.EmailMessage:
@@ -187,13 +175,15 @@ def status_changes():
 def test_webhook_events_echo_the_headers_and_receivers_read_metadata(hooked, status_changes):
     tagged(to=["open@example.com"]).send()
     row = Message.objects.get()
-    wait_for(lambda: WebhookEvent.objects.filter(event_name="api_mail_log_opened").exists())
+    wait_for(
+        lambda: WebhookEvent.objects.filter(event_name="api_mail_log_opened").exists(), timeout=10
+    )
     event = WebhookEvent.objects.get(event_name="api_mail_log_delivered")
     assert event.message_id == row.pk
     custom = event.payload["payload"]["custom_headers"]
     assert custom["X-Paubox-Meta-appointment_id"] == "A-17"
     assert custom["X-Paubox-Tags"] == "reminder,cardiology"
-    wait_for(lambda: status_changes)
+    wait_for(lambda: status_changes, timeout=10)
     assert status_changes[0][:3] == (
         "open@example.com",
         Status.DELIVERED,
@@ -211,10 +201,13 @@ def test_an_event_whose_tracking_id_is_unknown_is_linked_by_its_custom_header(ho
     Message.objects.filter(pk=row.pk).update(tracking_id=None)
     # Waits for the outcome, not the first sight of the row: on SQLite's in-memory database the
     # live server shares the test's connection, so a row can be seen mid-transaction.
-    event = wait_for(lambda: WebhookEvent.objects.filter(message=row).first())
+    event = wait_for(lambda: WebhookEvent.objects.filter(message=row).first(), timeout=10)
     assert WebhookEvent.objects.get() == event  # one event, linked by its X-Paubox-Ref header
     assert event.source_tracking_id  # kept as Paubox sent it
-    wait_for(lambda: Delivery.objects.filter(message=row, status=Status.HARD_BOUNCED).exists())
+    wait_for(
+        lambda: Delivery.objects.filter(message=row, status=Status.HARD_BOUNCED).exists(),
+        timeout=10,
+    )
 
 
 @pytest.mark.django_db

@@ -21,6 +21,7 @@ from .base import RecordAdminMixin
 from .display import (
     CSS,
     EMPTY,
+    DeliveryTimes,
     admin_link,
     clicks_list,
     desk_badge,
@@ -70,7 +71,7 @@ class DeliveryStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-class DeliveryAdmin(RecordAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(RecordAdminMixin, DeliveryTimes, admin.ModelAdmin):
     list_display = (
         "who",
         "status_badge",
@@ -137,14 +138,6 @@ class DeliveryAdmin(RecordAdminMixin, admin.ModelAdmin):
     @admin.display(description=with_zone("Delivered"), ordering="delivered_at")
     def delivered_short(self, obj: Delivery) -> SafeString | str:
         return short_datetime(obj.delivered_at)
-
-    @admin.display(description="Delivered")
-    def delivered(self, obj: Delivery) -> SafeString | str:
-        return full_datetime(obj.delivered_at)
-
-    @admin.display(description="Opened")
-    def opened(self, obj: Delivery) -> SafeString | str:
-        return full_datetime(obj.opened_at)
 
     @admin.display(description="Updated")
     def updated(self, obj: Delivery) -> SafeString | str:

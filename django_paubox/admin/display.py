@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib import admin
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.functional import lazy
@@ -183,3 +184,15 @@ def engagement(obj: Delivery) -> SafeString | str:
         return EMPTY
     clicks = clicks_list(obj.clicks_per_link) if obj.clicks_per_link else ""
     return format_html("{}{}", ", ".join(parts), clicks)
+
+
+class DeliveryTimes:
+    """A delivery's times on its page and in its message's inline, in full, with the zone."""
+
+    @admin.display(description="Delivered")
+    def delivered(self, obj: Delivery) -> SafeString | str:
+        return full_datetime(obj.delivered_at)
+
+    @admin.display(description="Opened")
+    def opened(self, obj: Delivery) -> SafeString | str:
+        return full_datetime(obj.opened_at)

@@ -13,6 +13,7 @@ from ..models import Delivery, WebhookEvent
 from ..tracking.statuses import desk_status
 from .base import ReadOnlyInline
 from .display import (
+    DeliveryTimes,
     admin_link,
     desk_badge,
     engagement,
@@ -22,7 +23,7 @@ from .display import (
 )
 
 
-class DeliveryInline(ReadOnlyInline):
+class DeliveryInline(DeliveryTimes, ReadOnlyInline):
     """Every recipient of the message: the answer to "did they get it, and when?"."""
 
     model = Delivery
@@ -45,14 +46,6 @@ class DeliveryInline(ReadOnlyInline):
     @admin.display(description="Status")
     def status_badge(self, obj: Delivery) -> SafeString:
         return desk_badge(desk_status(obj.status, opened=obj.opened_at is not None), raw=obj.status)
-
-    @admin.display(description="Delivered")
-    def delivered(self, obj: Delivery) -> SafeString | str:
-        return full_datetime(obj.delivered_at)
-
-    @admin.display(description="Opened")
-    def opened(self, obj: Delivery) -> SafeString | str:
-        return full_datetime(obj.opened_at)
 
     @admin.display(description="Opens, clicks")
     def engagement(self, obj: Delivery) -> SafeString | str:
