@@ -14,8 +14,6 @@ from typing import Any, Protocol
 from .faults import FaultRates
 from .server import SandboxServer
 
-logger = logging.getLogger(__name__)
-
 
 class Writer(Protocol):
     """Where the banner goes: a text stream (or Django's OutputWrapper)."""
@@ -142,10 +140,12 @@ def run(
     out = out or sys.stdout
     server = build_server(options)
     if not options.get("quiet"):
+        # The whole sandbox package's log (its modules log under their own names) on stderr.
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        package_logger = logging.getLogger(__package__)
+        package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO)
     text = banner(server, key_source=key_source)
     if notes:
         text = "\n".join([*notes, text])
