@@ -160,3 +160,11 @@ def plugin_args() -> list[str]:
     if any(ep.value == "django_paubox.sandbox.pytest_plugin" for ep in entry_points):
         return []
     return ["-p", "django_paubox.sandbox.pytest_plugin"]
+
+
+def wait_for_webhooks(sandbox: Any, count: int, timeout: float = 10.0) -> None:
+    """Wait until the sandbox has fired ``count`` webhooks and had their answers, without
+    touching the database: on SQLite's in-memory database the live server shares the test's
+    connection, and a query from this thread while the server writes breaks both (Django's
+    LiveServerTestCase documentation says to avoid it)."""
+    wait_for(lambda: len(sandbox.webhook_attempts) >= count, timeout)

@@ -23,7 +23,8 @@ from django_paubox.tracking.polling import poll_receipts
 from django_paubox.tracking.statuses import Status
 from tests.factories import email, sent_message
 from tests.mailers import default_connection, new_connection
-from tests.test_metadata import SECRET, wait_for
+from tests.sandbox_support import wait_for_webhooks
+from tests.test_metadata import SECRET
 
 pytestmark = pytest.mark.django_db
 
@@ -131,11 +132,14 @@ def test_other_events_touch_no_suppression(paubox_sandbox, client: Client, setti
 @pytest.mark.django_db(transaction=True)
 def test_a_hard_bounce_webhook_from_the_sandbox_suppresses(paubox_sandbox, live_server, settings):
     settings.PAUBOX = {**settings.PAUBOX, "WEBHOOK_SECRET": SECRET}
-    paubox_sandbox.processing_seconds = 0.05
+    paubox_sandbox.processing_seconds = 3600  # the event fires at finish_processing()
     paubox_sandbox.webhook_url = f"{live_server.url}/paubox/webhook/{SECRET}/"
     email(to=["hard@example.com"]).send()
-    wait_for(lambda: WebhookEvent.objects.exists())
-    row = wait_for(lambda: Suppression.objects.first())
+    paubox_sandbox.finish_processing()
+    # Not polling the database meanwhile: see wait_for_webhooks.
+    wait_for_webhooks(paubox_sandbox, 1)
+    assert WebhookEvent.objects.exists()
+    row = Suppression.objects.get()
     assert (row.address, row.reason) == ("hard@example.com", "hard_bounce")
     sent = len(api_posts(paubox_sandbox))
     assert email(to=["hard@example.com"]).send() == 0

@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import threading
-import time
 from urllib.parse import quote
 
 import pytest
@@ -20,6 +19,7 @@ from django_paubox.models import Delivery, Message, WebhookEvent
 from django_paubox.tracking import webhook as views
 from django_paubox.tracking.parsing import InvalidWebhookEvent
 from django_paubox.tracking.statuses import Status
+from tests.sandbox_support import wait_for_webhooks
 from tests.test_receipts import delivery, entry, make_message, postgres_only, receipt
 
 SECRET = "hook-s3cret-🔑"
@@ -694,20 +694,13 @@ def test_concurrent_events_for_the_recipients_of_one_message_keep_its_status_exa
 # --- End to end: the sandbox sends, fires webhooks at a live server, serves receipts --------
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_end_to_end_with_the_sandbox(paubox_sandbox, live_server):
     from django.core.mail import send_mail
 
     from django_paubox.client import PauboxClient
 
+    paubox_sandbox.processing_seconds = 3600  # events fire at finish_processing(), below
     paubox_sandbox.webhook_url = live_server.url + quote(URL)  # as registered with Paubox
     send_mail("Results", "Log in to see them.", "clinic@example.org", ["open@example.com"])
     send_mail(
@@ -721,7 +714,8 @@ def test_end_to_end_with_the_sandbox(paubox_sandbox, live_server):
     paubox_sandbox.finish_processing()
     # open@: delivered, then opened (opens are tracked for single recipients only);
     # bounce@: permanent failure; notls@: delivered (via the portal, which events do not say).
-    _wait_for(lambda: WebhookEvent.objects.count() >= 4)
+    wait_for_webhooks(paubox_sandbox, 4)  # not polling the database meanwhile: see there
+    assert WebhookEvent.objects.count() == 4
     assert WebhookEvent.objects.filter(message=opened).count() == 2
     assert WebhookEvent.objects.filter(message=message).count() == 2
     d = Delivery.objects.get(message=opened)
