@@ -33,3 +33,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def _paubox_email_backend(settings):
     """Django's test runner swaps in the locmem backend; these tests are about ours."""
     use_backend(settings, PLAIN)
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """What the outbox handed to the broker (the tasks themselves are called directly)."""
+    from django_paubox import tasks  # Celery: only the tests that ask for it import it
+
+    calls: list[list[int]] = []
+    monkeypatch.setattr(
+        tasks.send_queued, "apply_async", lambda args, **kw: calls.append(list(args[0]))
+    )
+    return calls

@@ -57,15 +57,6 @@ def canned(settings):
         yield server
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    calls: list[list[int]] = []
-    monkeypatch.setattr(
-        tasks.send_queued, "apply_async", lambda args, **kw: calls.append(list(args[0]))
-    )
-    return calls
-
-
 def assert_all_settled() -> None:
     assert not Message.objects.filter(state__in=["sending", "queued"]).exists()
 

@@ -23,16 +23,6 @@ BODY = "Patient Jane Roe: lab results ready"
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    """What the outbox handed to the broker (the tasks themselves are called directly)."""
-    calls: list[list[int]] = []
-    monkeypatch.setattr(
-        tasks.send_queued, "apply_async", lambda args, **kw: calls.append(list(args[0]))
-    )
-    return calls
-
-
 def queue(n: int = 1, **kw) -> list[EmailMessage]:
     messages = make(
         n,

@@ -46,15 +46,6 @@ def canned(settings) -> Iterator[CannedServer]:
         yield server
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    calls: list[list[int]] = []
-    monkeypatch.setattr(
-        tasks.send_queued, "apply_async", lambda args, **kw: calls.append(list(args[0]))
-    )
-    return calls
-
-
 def _abort(signum: int, frame: object) -> None:
     raise SystemExit(1)  # what gunicorn's worker does on the arbiter's SIGABRT
 
