@@ -43,6 +43,20 @@ def sdk_mail(prefix: str, index: int, *, html: bool = True) -> dict[str, Any]:
     return Mail(SENDER, SUBJECT, [recipient(prefix, index)], content).get()  # type: ignore[no-any-return]
 
 
+def default_mailer() -> Any:
+    """A new connection of the default mailer: ``mailers.default`` on Django 6.1+, where
+    ``get_connection()`` is deprecated; ``get_connection()`` before."""
+    import django
+
+    if django.VERSION >= (6, 1):
+        from django.core.mail import mailers  # type: ignore[attr-defined]
+
+        return mailers.default
+    from django.core.mail import get_connection
+
+    return get_connection()
+
+
 def point_at(sandbox: Any, **extra: Any) -> None:
     """Point ``settings.PAUBOX`` of this process at ``sandbox`` (extra keys upper-case)."""
     from django.conf import settings

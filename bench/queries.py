@@ -4,7 +4,7 @@
 
     counted = webhook_event_statements(body)        # one event through the real webhook view
     assert counted.statements <= 6, counted.describe()
-    counted = send_mail_statements("patient@example.com")   # PauboxEmailBackend, to the sandbox
+    counted = send_mail_statements("patient@example.com")   # the default mailer, to the sandbox
     assert counted.statements <= 6 and counted.transactions == 2, counted.describe()
 
 How statements are counted: Django's ``CaptureQueriesContext`` lists every statement the
@@ -36,7 +36,6 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import CaptureQueriesContext
 
-PLAIN_BACKEND = "django_paubox.backends.PauboxEmailBackend"
 _CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
 _SAVEPOINT = re.compile(r"^\s*SAVEPOINT\b", re.IGNORECASE)
 
@@ -213,12 +212,12 @@ def webhook_event_statements(
 
 
 def send_mail_statements(recipient: str = "patient@example.com", **kwargs: Any) -> Statements:
-    """Statements of one ``send_mail()`` through the plain ``PauboxEmailBackend``.
+    """Statements of one ``send_mail()`` through the default mailer (``PauboxEmailBackend``).
 
     ``PAUBOX`` must point at a Paubox that answers (the sandbox). ``kwargs`` go to
     ``send_mail`` (subject, message, from_email default to a one-line reminder).
     """
-    from django.core.mail import get_connection, send_mail
+    from django.core.mail import send_mail
 
     arguments: dict[str, Any] = {
         "subject": "Your appointment reminder",
@@ -229,8 +228,7 @@ def send_mail_statements(recipient: str = "patient@example.com", **kwargs: Any) 
     sent: list[int] = []
 
     def send() -> None:
-        connection = get_connection(PLAIN_BACKEND)
-        sent.append(send_mail(recipient_list=[recipient], connection=connection, **arguments))
+        sent.append(send_mail(recipient_list=[recipient], **arguments))  # the default mailer
 
     counted = count_statements(send)
     if sent != [1]:

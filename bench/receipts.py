@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from django.core.mail import get_connection, send_mass_mail
+from django.core.mail import send_mass_mail
 from paubox import PauboxApiClient
 
 from django_paubox.client import PauboxClient
@@ -91,7 +91,6 @@ def run(quick: bool) -> Result:
                 (common.SUBJECT, common.TEXT, common.SENDER, [common.recipient("rcpt", i)])
                 for i in range(n)
             ],
-            connection=get_connection(),
         )
         tracking_ids = [
             str(t)

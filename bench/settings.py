@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 
 SECRET_KEY = "bench-only-not-a-secret"
@@ -84,7 +86,10 @@ else:
         }
     }
 
-EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"
+if django.VERSION >= (6, 1):  # MAILERS; EMAIL_BACKEND is deprecated there
+    MAILERS = {"default": {"BACKEND": "django_paubox.backends.PauboxEmailBackend"}}
+else:
+    EMAIL_BACKEND = "django_paubox.backends.PauboxEmailBackend"
 PAUBOX = {
     "API_KEY": os.environ.get("PAUBOX_API_KEY", "bench-key"),
     "API_USERNAME": os.environ.get("PAUBOX_API_USERNAME", "bench"),

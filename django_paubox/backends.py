@@ -10,8 +10,7 @@ them during the call through the engine in :mod:`django_paubox.sending.dispatch`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -24,6 +23,7 @@ from .conf import PauboxSettings
 from .credentials import (
     MAILER_OPTIONS,
     UNNAMED_IDENTITY,
+    configured_identity,
     connection_conf,
     connection_identity,
     identity_for_sender,
@@ -96,7 +96,9 @@ class PauboxBackendBase(BaseEmailBackend):
         self.conf = connection_conf(options)
         self.conf.require_credentials()
         #: The non-secret name of these credentials, recorded on every message it writes.
-        self.identity = connection_identity(self.conf, alias=alias, label=label)
+        self.identity = configured_identity(
+            options, alias=alias, label=label
+        ) or connection_identity(self.conf, alias=alias, label=label)
         if self.identity == UNNAMED_IDENTITY:
             self.unnamed_credentials()
 
@@ -173,40 +175,48 @@ class PauboxBackendBase(BaseEmailBackend):
         keep_payload: bool,
         state: str = Message.State.SENDING,
     ) -> tuple[list[Prepared], list[Prepared]]:
-        """Write the rows of built messages (two bulk inserts, after one suppression lookup);
-        the refused ones are recorded as failed, with ``post_send``. Returns (ready to send,
-        refused)."""
-        # The suppression lookup and the rows: one transaction (the rows are one statement on
-        # PostgreSQL for one message; the lookup joins them rather than adding a transaction).
-        with transaction.atomic() if self.conf.suppression else nullcontext():
-            suppressed = self.leave_out_suppressed(ready)
-            rows = records.create_messages(
-                [
-                    (str(email.subject), str(email.from_email), rcpts, body)
-                    for email, body, rcpts in ready
-                ]
-                + [
-                    (
-                        _storable(str(email.subject)),
-                        _storable(str(email.from_email)),
-                        _raw_recipients(email),
-                        {},
-                    )
-                    for email, _ in refused
-                ],
-                self.conf,
-                keep_payload=keep_payload,
-                state=state,
-                mailers=[
-                    identity_for_sender(
-                        self.identity, self.conf, body["message"]["headers"]["from"]
-                    )
-                    for _, body, _ in ready
-                ]
-                + [self.identity] * len(refused),
-                display_names=[payloads.recipient_display_names(email) for email, _, _ in ready]
-                + [{} for _ in refused],
+        """Write the rows of built messages (two bulk inserts and one suppression lookup, or
+        one statement for one message on PostgreSQL); the refused ones are recorded as failed,
+        with ``post_send``. Returns (ready to send, refused)."""
+        rows_of = [
+            (str(email.subject), str(email.from_email), rcpts, body) for email, body, rcpts in ready
+        ] + [
+            (
+                _storable(str(email.subject)),
+                _storable(str(email.from_email)),
+                _raw_recipients(email),
+                {},
             )
+            for email, _ in refused
+        ]
+        options: dict[str, Any] = {
+            "keep_payload": keep_payload,
+            "state": state,
+            "mailers": [
+                identity_for_sender(self.identity, self.conf, body["message"]["headers"]["from"])
+                for _, body, _ in ready
+            ]
+            + [self.identity] * len(refused),
+            "display_names": [payloads.recipient_display_names(email) for email, _, _ in ready]
+            + [{} for _ in refused],
+        }
+        if not self.conf.suppression:
+            rows = records.create_messages(rows_of, self.conf, **options)
+            suppressed = self.leave_out_suppressed(ready, {})
+        elif not (keep_payload or self.conf.store_content):
+            # Nothing written depends on the lookup: it comes with the rows (one statement
+            # for a send_mail() on PostgreSQL).
+            rows, listed = records.create_messages_checking_suppression(
+                rows_of, self.conf, **options
+            )
+            suppressed = self.leave_out_suppressed(ready, listed)
+        else:
+            # The stored payloads leave suppressed recipients out: the lookup comes first, in
+            # the rows' transaction.
+            with transaction.atomic():
+                listed = records.suppressed_addresses(a for _, _, rcpts in ready for _, a in rcpts)
+                suppressed = self.leave_out_suppressed(ready, listed)
+                rows = records.create_messages(rows_of, self.conf, **options)
         prepared = [
             Prepared(
                 row=row,
@@ -251,17 +261,13 @@ class PauboxBackendBase(BaseEmailBackend):
         return prepared, failed
 
     def leave_out_suppressed(
-        self, ready: Sequence[tuple[EmailMessage, dict[str, Any], list[tuple[str, str]]]]
+        self, ready: Sequence[_Built], listed: Mapping[str, str]
     ) -> list[tuple[dict[str, str], RecipientsSuppressed | None]]:
-        """Take suppressed addresses out of the payloads, before the rows (and the outbox's
-        stored payloads) are written: one query for the whole call.
+        """Take the ``listed`` (suppressed) addresses out of the payloads.
 
         Returns, per message, ``({address: reason}, error)``: the error when nobody (or only
         bcc) is left to send to.
         """
-        if not self.conf.suppression:
-            return [({}, None) for _ in ready]
-        listed = records.suppressed_addresses(a for _, _, rcpts in ready for _, a in rcpts)
         out: list[tuple[dict[str, str], RecipientsSuppressed | None]] = []
         for _, body, rcpts in ready:
             left_out = {a: listed[a] for _, a in rcpts if a in listed}

@@ -8,6 +8,7 @@ receipts, cancel and reschedule, resend) turns that identity back into settings 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -209,13 +210,32 @@ def _account(conf: PauboxSettings) -> tuple[Any, ...]:
 
 
 def _configured_identities() -> Iterator[str]:
+    yield DEFAULT_IDENTITY  # before reading the settings: the common answer costs no more
     conf = get_settings()
-    yield DEFAULT_IDENTITY
     yield from (f"{_DOMAIN}{name}" for name in conf.domain_names)
     yield from (label_identity(name) for name, _ in conf.connections)
     for alias, entry in _mailers().items():
         if isinstance(entry, Mapping) and entry.get("BACKEND") in PAUBOX_BACKENDS:
             yield mailer_identity(str(alias))
+
+
+def configured_identity(
+    options: Mapping[str, Any], *, alias: str | None = None, label: str | None = None
+) -> str | None:
+    """The identity of a connection whose options are exactly what a setting gives it (none:
+    ``PAUBOX`` itself; the ``OPTIONS`` of ``MAILERS[alias]``), without building and comparing
+    settings; None otherwise (see :func:`connection_identity`). A ``send_mail()`` makes a
+    connection every time: this keeps that cheap."""
+    if label is not None:
+        return None
+    if alias is None:
+        return None if options else DEFAULT_IDENTITY
+    try:
+        configured = mailer_options(alias)
+    except PauboxError:
+        return None
+    given = {k: v for k, v in options.items() if v is not None}
+    return mailer_identity(alias) if given == configured else None
 
 
 def connection_identity(
@@ -230,7 +250,7 @@ def connection_identity(
     wanted = _account(conf)
     first = [label_identity(label)] if label else []
     first += [mailer_identity(alias)] if alias is not None else []
-    for identity in [*first, *_configured_identities()]:
+    for identity in itertools.chain(first, _configured_identities()):
         try:
             candidates = [_base_settings(identity.partition(f"/{_DOMAIN}")[0])]
             if identity.startswith(_DOMAIN):

@@ -252,6 +252,43 @@ def test_search_finds_a_patient_by_display_name(admin_client: Client, settings):
     assert [d.recipient for d in listed] == ["grace@example.com"]
 
 
+def test_a_search_scans_once_and_the_page_looks_its_matches_up_by_id(admin_client: Client):
+    """A name matches few messages: one scan finds their ids, and the count and the rows use
+    them; search results come without the date bar (two more queries over the matches)."""
+    grace = make_message(tracking_id="t-1", recipients=["grace@example.com"])
+    make_message(tracking_id="t-2", recipients=["alan@example.com"])
+    Delivery.objects.filter(recipient="grace@example.com").update(display_name="Grace Hopper")
+    with CaptureQueriesContext(connection) as ctx:
+        response = admin_client.get(reverse(CHANGELIST), {"q": "hopper"})
+    assert [m.pk for m in response.context["cl"].result_list] == [grace.pk]
+    scans = [q["sql"] for q in ctx.captured_queries if "LIKE" in q["sql"].upper()]
+    assert len(scans) == 1, scans
+    assert response.context["cl"].date_hierarchy is None
+    assert 'class="toplinks"' not in response.content.decode()  # Django's date bar
+    browsing = admin_client.get(reverse(CHANGELIST))
+    assert browsing.context["cl"].date_hierarchy == "created_at"
+    assert 'class="toplinks"' in browsing.content.decode()
+
+
+def test_a_search_matching_many_messages_lists_them_all(admin_client: Client, monkeypatch):
+    """Past SEARCH_IDS_AT_MOST matches the word stays a subquery: nothing is cut off."""
+    from django_paubox.admin import messages as message_admin
+
+    monkeypatch.setattr(message_admin, "SEARCH_IDS_AT_MOST", 2)
+    for n in range(4):
+        make_message(tracking_id=f"t-{n}", recipients=[f"p{n}@clinic.example"])
+    make_message(tracking_id="t-other", recipients=["p9@lab.example"])
+    url = reverse(CHANGELIST)
+    assert listed_tracking_ids(admin_client.get(url, {"q": "clinic"})) == {
+        "t-0",
+        "t-1",
+        "t-2",
+        "t-3",
+    }
+    # Two words: one resolved to ids (p2 matches one message), one a subquery (clinic).
+    assert listed_tracking_ids(admin_client.get(url, {"q": "clinic p2@"})) == {"t-2"}
+
+
 def test_search_by_recipient_tracking_id_and_subject(admin_client: Client):
     make_message(
         tracking_id="t-patient",

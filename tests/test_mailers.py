@@ -160,6 +160,25 @@ def test_queue_messages_through_a_mailer(paubox_sandbox, billing, settings, monk
 
 
 @needs_61
+def test_a_mailer_built_from_its_own_options_is_named_at_once(paubox_sandbox, billing, settings):
+    """send_mail() builds a connection every time: one built from exactly its MAILERS entry is
+    named by its alias without comparing settings; anything else is compared as before."""
+    from django_paubox.backends import PauboxEmailBackend
+    from django_paubox.credentials import configured_identity
+
+    two_mailers(settings, paubox_sandbox, billing)
+    assert configured_identity(options(billing), alias="billing") == "mailer:billing"
+    assert configured_identity({}, alias=None) == "default"
+    assert configured_identity({"api_key": "other"}, alias=None) is None
+    assert configured_identity({**options(billing), "api_key": "other"}, alias="billing") is None
+    assert configured_identity(options(billing), alias="gone") is None
+    assert configured_identity({}, label="anything") is None
+    # The default account's credentials under the billing alias: named by what they are.
+    assert PauboxEmailBackend(alias="billing", **options(paubox_sandbox)).identity == DEFAULT
+    assert PauboxEmailBackend(alias="billing", **options(billing)).identity == "mailer:billing"
+
+
+@needs_61
 def test_removed_mailer_fails_its_messages_naming_it(paubox_sandbox, billing, settings):
     two_mailers(settings, paubox_sandbox, billing, backend=CELERY)
     mail.send_mail("Queued", "body", FROM, ["q@example.com"], using="billing")

@@ -83,6 +83,22 @@ def test_a_hard_bounce_by_receipt_suppresses_and_the_next_send_makes_no_request(
     assert again.paubox_tracking_id is None
 
 
+def test_a_send_mail_leaves_out_a_suppressed_cc_and_sends_to_the_rest(paubox_sandbox, outcomes):
+    """One message: on PostgreSQL the lookup comes with the rows' INSERT (one statement)."""
+    suppressions.add("gone@example.com")
+    message = email(to=["a@example.com"], cc=["Gone@Example.com"])
+    assert message.send() == 1
+    assert paubox_sandbox.last_message.recipients == ["a@example.com"]
+    row = message.paubox_message
+    row.refresh_from_db()
+    assert (row.state, row.recipient_count) == (Message.State.SENT, 2)
+    assert dict(row.deliveries.values_list("recipient", "raw_status")) == {
+        "a@example.com": "",
+        "gone@example.com": "suppressed: manual",
+    }
+    assert outcomes[-1] == {"a@example.com": "sent", "gone@example.com": "suppressed"}
+
+
 def test_a_repeated_hard_bounce_keeps_one_row(paubox_sandbox):
     bounce_by_receipt(paubox_sandbox)
     first = Suppression.objects.get()

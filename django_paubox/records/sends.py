@@ -16,14 +16,20 @@ from ..conf import PauboxSettings, sender_domain
 from ..models import Delivery, Message
 from ..tracking.statuses import Status
 from . import sql
+from .suppressions import normalise, suppressed_addresses
 
 logger = logging.getLogger(__name__)
 
 # --- Sending --------------------------------------------------------------------------------
 
 
+#: What :func:`create_messages` takes per message: ``(subject, from_email, recipients,
+#: payload)``, where ``recipients`` is ``[(kind, address), ...]``.
+Prepared = tuple[str, str, Sequence[tuple[str, str]], dict[str, Any]]
+
+
 def create_messages(
-    prepared: Sequence[tuple[str, str, Sequence[tuple[str, str]], dict[str, Any]]],
+    prepared: Sequence[Prepared],
     conf: PauboxSettings,
     *,
     state: str = Message.State.SENDING,
@@ -44,6 +50,28 @@ def create_messages(
     ``display_names``, parallel to ``prepared``, maps addresses to the names they were given
     ("Grace Hopper"); kept, like the subject, only with ``STORE_SUBJECT``.
     """
+    messages, deliveries = _rows(
+        prepared,
+        conf,
+        state=state,
+        keep_payload=keep_payload,
+        mailers=mailers,
+        display_names=display_names,
+    )
+    _insert_rows(messages, deliveries)
+    return messages
+
+
+def _rows(
+    prepared: Sequence[Prepared],
+    conf: PauboxSettings,
+    *,
+    state: str = Message.State.SENDING,
+    keep_payload: bool = False,
+    mailers: Sequence[str] | None = None,
+    display_names: Sequence[Mapping[str, str]] | None = None,
+) -> tuple[list[Message], list[Delivery]]:
+    """The unsaved rows of :func:`create_messages`."""
     now = timezone.now()
     identities = list(mailers) if mailers is not None else ["default"] * len(prepared)
     messages = [
@@ -81,14 +109,40 @@ def create_messages(
         for message, (_, _, recipients, _), named in zip(messages, prepared, names, strict=True)
         for kind, address in recipients
     ]
-    _insert_rows(messages, deliveries)
-    return messages
+    return messages, deliveries
+
+
+def create_messages_checking_suppression(
+    prepared: Sequence[Prepared], conf: PauboxSettings, **options: Any
+) -> tuple[list[Message], dict[str, str]]:
+    """:func:`create_messages`, with the suppression list looked up for their recipients in
+    the same step: ``(rows, {address: reason})``.
+
+    For a caller whose payloads are not stored, since the lookup cannot change what is
+    written. One message on PostgreSQL: one statement, atomic alone (a ``send_mail()`` is two
+    statements in all); otherwise the lookup and the inserts in one transaction.
+    """
+    messages, deliveries = _rows(prepared, conf, **options)
+    addresses = sorted({normalise(a) for _, _, recipients, _ in prepared for _, a in recipients})
+    if len(messages) == 1:
+        listed = sql.insert_message_with_deliveries(
+            messages[0], deliveries, suppressed_of=addresses
+        )
+        if listed is not None:
+            return messages, listed
+    with transaction.atomic():
+        listed = suppressed_addresses(addresses)
+        _insert_rows(messages, deliveries)
+    return messages, listed
 
 
 def _insert_rows(messages: list[Message], deliveries: list[Delivery]) -> None:
     """Two bulk inserts in a transaction; one message (``send_mail()``) on PostgreSQL: one
     statement, atomic on its own."""
-    if len(messages) == 1 and sql.insert_message_with_deliveries(messages[0], deliveries):
+    if (
+        len(messages) == 1
+        and sql.insert_message_with_deliveries(messages[0], deliveries) is not None
+    ):
         return
     # Inside the caller's transaction (the backend's, with the suppression lookup), no
     # savepoint: a failure here undoes the whole step anyway.

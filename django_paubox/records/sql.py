@@ -8,14 +8,15 @@ tells the caller when to fall back to the ORM. Values are adapted by the model f
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import connection
 
-from ..models import Delivery, Message, WebhookEvent
+from ..models import Delivery, Message, Suppression, WebhookEvent
 
-_MODELS: dict[str, Any] = {m._meta.label: m for m in (Delivery, Message, WebhookEvent)}
+_MODELS: dict[str, Any] = {m._meta.label: m for m in (Delivery, Message, Suppression, WebhookEvent)}
 #: ``WebhookEvent`` columns written by :func:`insert_event_once`, besides ``message_id``.
 _EVENT_FIELDS = (
     "event_name",
@@ -206,26 +207,14 @@ def update_accepted(
     On PostgreSQL both are one statement (the message ``UPDATE`` in a ``WITH``), atomic on its
     own; elsewhere two, which the caller wraps in a transaction.
     """
-    m, d = _table(Message), _table(Delivery)
-    pk = _column(Message, "id")
-    sets = [f"{_column(Message, name)} = %s" for name in values]
-    params: list[Any] = [_prep(Message, name, value) for name, value in values.items()]
-    attempts = _column(Message, "attempts")
-    sets.append(f"{attempts} = {attempts} + 1")
-    cases = " ".join(["WHEN %s THEN %s"] * len(tracking_ids))
-    sets.append(f"{_column(Message, 'tracking_id')} = CASE {pk} {cases} END")
-    params += [value for pair in tracking_ids for value in pair]
-    ids = [message_id for message_id, _ in tracking_ids]
-    marks = ", ".join(["%s"] * len(ids))
-    messages_sql = f"UPDATE {m} SET {', '.join(sets)} WHERE {pk} IN ({marks})"  # noqa: S608
-    params += ids
     states = list(delivery_from)
-    delivery_sql = (
-        f"UPDATE {d} SET "  # noqa: S608
-        + ", ".join(f"{_column(Delivery, name)} = %s" for name in deliveries)
-        + f" WHERE {_column(Delivery, 'message')} IN ({marks})"
-        + f" AND {_column(Delivery, 'status')} IN ({', '.join(['%s'] * len(states))})"
+    messages_sql, delivery_sql = _accepted_sql(
+        connection.vendor, tuple(values), len(tracking_ids), tuple(deliveries), len(states)
     )
+    ids = [message_id for message_id, _ in tracking_ids]
+    params: list[Any] = [_prep(Message, name, value) for name, value in values.items()]
+    params += [value for pair in tracking_ids for value in pair]
+    params += ids
     delivery_params = [_prep(Delivery, name, value) for name, value in deliveries.items()]
     delivery_params += [*ids, *states]
     with connection.cursor() as cursor:
@@ -238,24 +227,53 @@ def update_accepted(
             cursor.execute(delivery_sql, delivery_params)
 
 
-def insert_message_with_deliveries(message: Message, deliveries: Sequence[Delivery]) -> bool:
+@functools.cache
+def _accepted_sql(
+    vendor: str, values: tuple[str, ...], messages: int, deliveries: tuple[str, ...], states: int
+) -> tuple[str, str]:
+    """The two statements of :func:`update_accepted`, by the shape of its arguments."""
+    m, d = _table(Message), _table(Delivery)
+    pk = _column(Message, "id")
+    sets = [f"{_column(Message, name)} = %s" for name in values]
+    attempts = _column(Message, "attempts")
+    sets.append(f"{attempts} = {attempts} + 1")
+    cases = " ".join(["WHEN %s THEN %s"] * messages)
+    sets.append(f"{_column(Message, 'tracking_id')} = CASE {pk} {cases} END")
+    marks = ", ".join(["%s"] * messages)
+    messages_sql = f"UPDATE {m} SET {', '.join(sets)} WHERE {pk} IN ({marks})"  # noqa: S608
+    delivery_sql = (
+        f"UPDATE {d} SET "  # noqa: S608
+        + ", ".join(f"{_column(Delivery, name)} = %s" for name in deliveries)
+        + f" WHERE {_column(Delivery, 'message')} IN ({marks})"
+        + f" AND {_column(Delivery, 'status')} IN ({', '.join(['%s'] * states)})"
+    )
+    return messages_sql, delivery_sql
+
+
+def insert_message_with_deliveries(
+    message: Message, deliveries: Sequence[Delivery], *, suppressed_of: Sequence[str] = ()
+) -> dict[str, str] | None:
     """PostgreSQL: insert one message and its deliveries in one statement (the message's
     ``INSERT`` in a ``WITH``), atomic on its own; sets ``message.pk``.
 
+    ``suppressed_of``: addresses to look up on the suppression list in the same statement
+    (the snapshot a separate lookup would have seen, without its round trip and transaction).
+    Returns ``{address: reason}`` of those listed ({} when none was asked for), or None,
+    writing nothing, where this does not apply (another database, no deliveries, a value the
+    database computes): the caller then uses the ORM.
+
     Every concrete field is written as the ORM's ``bulk_create`` would write it (defaults,
-    ``auto_now``, adapted by the field). Returns False, writing nothing, where this does not
-    apply (another database, no deliveries, a value the database computes): the caller then
-    uses the ORM.
+    ``auto_now``, adapted by the field).
     """
     if not accepted_in_one_statement() or not deliveries:
-        return False
+        return None
     m_fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
     d_fields = [f for f in Delivery._meta.concrete_fields if not f.primary_key]
     m_values = [f.pre_save(message, True) for f in m_fields]
     d_rows = [[f.pre_save(d, True) for f in d_fields if f.name != "message"] for d in deliveries]
     d_values = [v for row in d_rows for v in row]
     if any(hasattr(v, "resolve_expression") for v in [*m_values, *d_values]):
-        return False
+        return None
     m_params = [f.get_db_prep_save(v, connection) for f, v in zip(m_fields, m_values, strict=True)]
     d_named = [f for f in d_fields if f.name != "message"]
     d_params = [
@@ -263,22 +281,42 @@ def insert_message_with_deliveries(message: Message, deliveries: Sequence[Delive
         for row in d_rows
         for f, v in zip(d_named, row, strict=True)
     ]
-    m_pk = _column(Message, "id")
-    m_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in m_fields)
-    d_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in d_named)
-    row = f"((SELECT {m_pk} FROM created), {', '.join(['%s'] * len(d_named))})"  # noqa: S608
-    sql = (
-        f"WITH created AS (INSERT INTO {_table(Message)} ({m_columns}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(m_fields))}) RETURNING {m_pk}) "
-        f"INSERT INTO {_table(Delivery)} ({_column(Delivery, 'message')}, {d_columns}) "
-        f"VALUES {', '.join([row] * len(deliveries))} "
-        f"RETURNING {_column(Delivery, 'message')}"
-    )
+    wanted = sorted(set(suppressed_of))
+    sql = _insert_message_sql(connection.vendor, len(deliveries), len(wanted))
     with connection.cursor() as cursor:
-        cursor.execute(sql, m_params + d_params)
-        message.pk = cursor.fetchone()[0]
+        cursor.execute(sql, m_params + d_params + wanted)
+        message.pk, listed = cursor.fetchone()
     message._state.adding = False
     message._state.db = connection.alias
     for delivery in deliveries:
         delivery.message = message
-    return True
+    return json.loads(listed) if listed else {}
+
+
+@functools.cache
+def _insert_message_sql(vendor: str, deliveries: int, looked_up: int) -> str:
+    m_fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    d_named = [
+        f for f in Delivery._meta.concrete_fields if not f.primary_key and f.name != "message"
+    ]
+    m_pk = _column(Message, "id")
+    m_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in m_fields)
+    d_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in d_named)
+    row = f"((SELECT {m_pk} FROM created), {', '.join(['%s'] * len(d_named))})"  # noqa: S608
+    listed = "NULL"
+    if looked_up:
+        address, reason = _column(Suppression, "address"), _column(Suppression, "reason")
+        listed = (
+            f"(SELECT json_object_agg({address}, {reason})::text "  # noqa: S608
+            f"FROM {_table(Suppression)} "
+            f"WHERE {address} IN ({', '.join(['%s'] * looked_up)}))"
+        )
+    # A data-modifying WITH runs exactly once, read or not: the deliveries are inserted
+    # although the final SELECT does not read them.
+    return (
+        f"WITH created AS (INSERT INTO {_table(Message)} ({m_columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(m_fields))}) RETURNING {m_pk}), "
+        f"added AS (INSERT INTO {_table(Delivery)} ({_column(Delivery, 'message')}, {d_columns}) "
+        f"VALUES {', '.join([row] * deliveries)} RETURNING 1) "
+        f"SELECT (SELECT {m_pk} FROM created), {listed}"
+    )
