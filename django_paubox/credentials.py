@@ -99,6 +99,21 @@ def _mailers() -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def paubox_mailers() -> list[str]:
+    """The aliases of the ``MAILERS`` entries that are Paubox backends, ``default`` first."""
+    aliases = [
+        str(alias)
+        for alias, entry in _mailers().items()
+        if isinstance(entry, Mapping) and entry.get("BACKEND") in PAUBOX_BACKENDS
+    ]
+    return sorted(aliases, key=lambda alias: alias != "default")
+
+
+def mailer_settings(alias: str) -> PauboxSettings:
+    """``PAUBOX`` with the ``OPTIONS`` of ``MAILERS[alias]`` over it (:func:`mailer_options`)."""
+    return connection_conf(mailer_options(alias))
+
+
 def mailer_options(alias: str) -> dict[str, Any]:
     """The ``OPTIONS`` of ``MAILERS[alias]``, checked; raises :class:`CredentialsNotFound` when
     the alias is not configured and :class:`PauboxConfigError` naming an unknown option."""
@@ -157,7 +172,7 @@ def _base_settings(base: str) -> PauboxSettings:
     if base == DEFAULT_IDENTITY:
         return get_settings()
     if base.startswith(_MAILER):
-        return connection_conf(mailer_options(base[len(_MAILER) :]))
+        return mailer_settings(base[len(_MAILER) :])
     if base.startswith(_LABEL):
         return _labelled(base[len(_LABEL) :])
     if base == UNNAMED_IDENTITY:
@@ -214,9 +229,7 @@ def _configured_identities() -> Iterator[str]:
     conf = get_settings()
     yield from (f"{_DOMAIN}{name}" for name in conf.domain_names)
     yield from (label_identity(name) for name, _ in conf.connections)
-    for alias, entry in _mailers().items():
-        if isinstance(entry, Mapping) and entry.get("BACKEND") in PAUBOX_BACKENDS:
-            yield mailer_identity(str(alias))
+    yield from (mailer_identity(alias) for alias in paubox_mailers())
 
 
 def configured_identity(

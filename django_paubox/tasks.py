@@ -22,9 +22,15 @@ from . import records
 from .client import shared_client
 from .conf import PauboxSettings, get_settings, sender_domain
 from .credentials import settings_for
-from .exceptions import PauboxConfigError, PauboxError, PauboxPayloadError
-from .models import Delivery
-from .sending.dispatch import Dispatcher, DispatchResult, Prepared
+from .exceptions import (
+    PauboxConfigError,
+    PauboxError,
+    PauboxPayloadError,
+    RecipientsSuppressed,
+)
+from .models import Delivery, Message
+from .sending.dispatch import Dispatcher, DispatchResult, Prepared, post_send
+from .sending.payload import without_recipients
 from .tracking import polling, retention
 
 logger = logging.getLogger(__name__)
@@ -110,9 +116,12 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
         for row in rows
         if row not in broken
     ]
+    nobody_left = _leave_out_suppressed(prepared, conf) if conf.suppression else []
+    prepared = [item for item in prepared if item not in nobody_left]
     delay = retry_delay(max((row.attempts for row in rows), default=0), conf)
     groups = _by_credentials(prepared, conf)
     result = DispatchResult(failed=[item for item in prepared if item.error is not None])
+    result.failed.extend(nobody_left)
     for domain_conf, group in groups.items():
         try:
             client = shared_client(domain_conf)
@@ -141,6 +150,44 @@ def send_queued(message_ids: list[int]) -> dict[str, int]:
         "requeued": len(result.requeued),
         "skipped": len(ids) - len(rows),
     }
+
+
+def _leave_out_suppressed(prepared: list[Prepared], conf: PauboxSettings) -> list[Prepared]:
+    """Check the suppression list again at send time, one query per batch: an address may have
+    bounced or unsubscribed since its message was queued (a retry can come hours later).
+
+    Recipients listed now, and those left out before, are taken out of each payload (the
+    stored one is left as it is: this runs on every attempt). Newly left-out deliveries are
+    recorded as suppressed; a message left with nobody is failed, with ``post_send``, and
+    returned.
+    """
+    listed = records.suppressed_addresses(a for item in prepared for a in item.recipients)
+    newly: list[tuple[Message, dict[str, str]]] = []
+    nobody_left: list[Prepared] = []
+    for item in prepared:
+        now_listed = {
+            a: listed[a] for a in item.recipients if a in listed and a not in item.suppressed
+        }
+        if now_listed:
+            newly.append((item.row, now_listed))
+            item.suppressed.update(now_listed)
+        if not item.suppressed or not isinstance(item.payload.get("message"), dict):
+            continue
+        try:
+            item.payload["message"] = without_recipients(item.payload["message"], item.suppressed)
+        except RecipientsSuppressed as error:
+            item.error = error
+            nobody_left.append(item)
+    if newly:
+        records.mark_suppressed(newly)
+    by_reason: dict[str, list[Message]] = {}
+    for item in nobody_left:
+        by_reason.setdefault(str(item.error), []).append(item.row)
+    for reason, failed_rows in by_reason.items():
+        records.mark_failed(failed_rows, reason, conf)
+    for item in nobody_left:
+        post_send(item, "suppressed")
+    return nobody_left
 
 
 def _by_credentials(

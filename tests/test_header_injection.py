@@ -109,3 +109,20 @@ def test_other_control_characters_stay_plain_payload_errors(paubox_sandbox):
     if BadHeaderError is not ValueError:
         assert not isinstance(info.value, BadHeaderError)
     assert Message.objects.get().state == "failed"  # recorded, NUL and all (PostgreSQL too)
+
+
+@pytest.mark.parametrize(
+    "subject, headers",
+    [("Results\x00ready", {}), ("Results ready", {"X-Clinic": "a\x00b"})],
+    ids=["subject", "header value"],
+)
+def test_a_nul_in_a_header_is_refused_and_the_refusal_recorded(paubox_sandbox, subject, headers):
+    """No header may hold a NUL, and PostgreSQL cannot store one: refused before any request,
+    and the failure recorded (PostgreSQL included)."""
+    email = mail.EmailMessage(subject, "Body", FROM, ["p@example.com"], headers=headers)
+    with pytest.raises(PauboxPayloadError, match="NUL"):
+        default_connection().send_messages([email])
+    assert paubox_sandbox.requests == []
+    row = Message.objects.get()
+    assert row.state == "failed" and "NUL" in row.error
+    assert "\x00" not in row.subject

@@ -21,7 +21,7 @@ from django_paubox import outbox, tasks
 from django_paubox.checks import check_paubox_settings
 from django_paubox.credentials import settings_for
 from django_paubox.exceptions import CredentialsNotFound, PauboxConfigError
-from django_paubox.models import Message
+from django_paubox.models import DynamicTemplate, Message
 from django_paubox.sandbox import SandboxServer
 from django_paubox.sending import scheduled as scheduled_sends
 from django_paubox.tracking.polling import due_messages, poll_receipts
@@ -176,6 +176,26 @@ def test_a_mailer_built_from_its_own_options_is_named_at_once(paubox_sandbox, bi
     # The default account's credentials under the billing alias: named by what they are.
     assert PauboxEmailBackend(alias="billing", **options(paubox_sandbox)).identity == DEFAULT
     assert PauboxEmailBackend(alias="billing", **options(billing)).identity == "mailer:billing"
+
+
+@needs_61
+def test_templates_use_a_mailers_key_when_paubox_has_none(paubox_sandbox, billing, settings):
+    """Keys only in MAILERS: the default mailer's account holds the templates, or, when the
+    default mailer is not Paubox, the first Paubox mailer's."""
+    from django_paubox.sending import templates
+
+    two_mailers(settings, billing, paubox_sandbox)  # the default mailer is billing's account
+    billing.add_template("reminder", "Hi {{name}}")
+    templates.sync_templates()
+    assert list(DynamicTemplate.objects.values_list("name", flat=True)) == ["reminder"]
+    settings.MAILERS = {
+        "default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
+        "hipaa": {"BACKEND": PLAIN, "OPTIONS": options(paubox_sandbox)},
+    }
+    paubox_sandbox.add_template("welcome", "Welcome")
+    templates.sync_templates()
+    assert list(DynamicTemplate.objects.values_list("name", flat=True)) == ["welcome"]
+    assert templates.template_settings().api_username == paubox_sandbox.username
 
 
 @needs_61

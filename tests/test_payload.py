@@ -710,7 +710,7 @@ addresses = st.builds(lambda n, lp, d: str(Address(n, lp, d)), names, local_part
 subjects = st.text(
     st.characters(
         blacklist_categories=("Cs",),
-        blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
+        blacklist_characters="\x00\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
     ),
     max_size=60,
 )

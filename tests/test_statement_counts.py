@@ -63,7 +63,8 @@ def _reads_message_payload(counted: Counted) -> bool:
 def test_a_new_event_is_one_transaction_of_at_most_six_statements():
     message = sent_message()
     counted = post(event())
-    assert counted.statements <= 6, counted
+    # PostgreSQL writes the delivery and the message's status in one statement (a WITH).
+    assert counted.statements <= (5 if connection.vendor == "postgresql" else 6), counted
     assert counted.transactions == 1, counted
     assert not any(s.startswith("SAVEPOINT") for s in counted.sql), counted
     assert not _reads_message_payload(counted), counted
@@ -73,10 +74,12 @@ def test_a_new_event_is_one_transaction_of_at_most_six_statements():
     assert WebhookEvent.objects.get().message_id == message.pk
 
 
-def test_an_event_that_leaves_the_message_status_as_it_was_costs_one_statement_less():
+def test_an_event_that_leaves_the_message_status_as_it_was_writes_only_the_delivery():
     message = sent_message(["a@example.com", "b@example.com"])
     counted = post(event(to="a@example.com"))
+    # On PostgreSQL a status change costs no statement of its own: no less here.
     assert counted.statements <= 5, counted
+    assert not any("WITH" in s for s in counted.sql), counted  # the delivery's UPDATE alone
     assert counted.transactions == 1, counted
     statuses = dict(Delivery.objects.values_list("recipient", "status"))
     assert statuses == {"a@example.com": Status.DELIVERED, "b@example.com": Status.SENT}

@@ -268,6 +268,43 @@ def test_the_outbox_stores_the_payload_without_suppressed_addresses(paubox_sandb
 CHANGELIST = "admin:django_paubox_suppression_changelist"
 
 
+def test_the_worker_leaves_out_addresses_suppressed_since_they_were_queued(
+    paubox_sandbox, monkeypatch, outcomes
+):
+    """An address that bounced or unsubscribed between queueing and sending (a retry can come
+    hours later) is left out when the worker sends; a message left with nobody is failed."""
+    monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *a, **k: None)
+    both = email(to=["a@example.com"], cc=["late@example.com"])
+    alone = email(to=["late@example.com"])
+    assert new_connection(CELERY_BACKEND).send_messages([both, alone]) == 2
+    suppressions.add("late@example.com", Suppression.Reason.UNSUBSCRIBED)
+    before = len(paubox_sandbox.messages)
+
+    result = tasks.send_queued([both.paubox_message.pk, alone.paubox_message.pk])
+    assert (result["sent"], result["failed"]) == (1, 1)
+    assert len(paubox_sandbox.messages) == before + 1
+    assert paubox_sandbox.last_message.recipients == ["a@example.com"]  # to, cc and bcc
+    late = Delivery.objects.get(message=both.paubox_message, recipient="late@example.com")
+    assert (late.status, late.raw_status) == (Status.FAILED, "suppressed: unsubscribed")
+    failed = Message.objects.get(pk=alone.paubox_message.pk)
+    assert failed.state == Message.State.FAILED
+    assert "every recipient is on the suppression list" in failed.error
+    assert {"late@example.com": "suppressed"} in outcomes
+    # The stored payload is as it was queued: the next attempt checks the list again.
+    stored = Message.objects.get(pk=both.paubox_message.pk)
+    assert stored.state == Message.State.SENT
+
+
+def test_the_worker_sends_to_everyone_with_suppression_off(paubox_sandbox, monkeypatch, settings):
+    monkeypatch.setattr(tasks.send_queued, "apply_async", lambda *a, **k: None)
+    message = email(to=["a@example.com"], cc=["late@example.com"])
+    assert new_connection(CELERY_BACKEND).send_messages([message]) == 1
+    suppressions.add("late@example.com")
+    settings.PAUBOX = {**settings.PAUBOX, "SUPPRESSION": False}
+    assert tasks.send_queued([message.paubox_message.pk])["sent"] == 1
+    assert paubox_sandbox.last_message.recipients == ["a@example.com", "late@example.com"]
+
+
 def test_admin_lists_searches_and_filters_suppressions(admin_client: Client):
     suppressions.add("one@example.com")
     suppressions.add("two@clinic.example", "unsubscribed")
@@ -379,6 +416,25 @@ def test_a_resend_leaves_out_the_recipients_a_suppression_left_out(paubox_sandbo
     again = resend_stored(message.paubox_message)
     assert paubox_sandbox.last_message.recipients == ["a@example.com"]
     assert list(again.deliveries.values_list("recipient", "status")) == [("a@example.com", "sent")]
+
+
+def test_a_resend_leaves_out_recipients_suppressed_since_the_send(paubox_sandbox, settings):
+    from django_paubox.exceptions import RecipientsSuppressed
+    from django_paubox.sending.dispatch import resend_stored
+
+    settings.PAUBOX = {**settings.PAUBOX, "STORE_CONTENT": True}
+    message = email(to=["a@example.com"], cc=["late@example.com"])
+    message.send()
+    alone = email(to=["late@example.com"])
+    alone.send()
+    suppressions.add("late@example.com", Suppression.Reason.HARD_BOUNCE)
+    again = resend_stored(message.paubox_message)
+    assert paubox_sandbox.last_message.recipients == ["a@example.com"]
+    assert list(again.deliveries.values_list("recipient", flat=True)) == ["a@example.com"]
+    before = (len(paubox_sandbox.messages), Message.objects.count())
+    with pytest.raises(RecipientsSuppressed):
+        resend_stored(alone.paubox_message)
+    assert (len(paubox_sandbox.messages), Message.objects.count()) == before  # nothing at all
 
 
 def test_command_exit_statuses_in_a_real_process():

@@ -487,27 +487,34 @@ def _apply_event_to_message(
         return
     before, old_status = _snapshot(delivery), delivery.status
     _apply_event(delivery, parsed.outcome, parsed.occurred_at, now)
-    if not _save_event_change(delivery, before, old_status, now):
-        return
-    if delivery.status != old_status:
-        changes.append((delivery, old_status, delivery.status, "webhook"))
-    # The message and all its deliveries are locked and in hand: derive its status from them.
+    # The message and all its deliveries are locked and in hand: derive its status from them,
+    # written with the delivery's change (one statement on PostgreSQL) if that is written.
     message = delivery.message
     new = aggregate_status(
         (d.status for d in deliveries), message_failed=message.state == Message.State.FAILED
     )
-    if new is not None and new != message.status:
-        sql.set_message_status(message_id, new)
-        message.status = new
+    moved = new if new is not None and new != message.status else None
+    if not _save_event_change(delivery, before, old_status, now, moved):
+        return
+    if delivery.status != old_status:
+        changes.append((delivery, old_status, delivery.status, "webhook"))
+    if moved is not None:
+        message.status = moved
 
 
 def _save_event_change(
-    delivery: Delivery, before: tuple[Any, ...], old_status: str, now: datetime
+    delivery: Delivery,
+    before: tuple[Any, ...],
+    old_status: str,
+    now: datetime,
+    message_status: str | None = None,
 ) -> bool:
-    """Write the fields an event changed, in one ``UPDATE``; False when nothing changed.
+    """Write the fields an event changed, in one ``UPDATE`` (with the message's new
+    ``message_status``, if any); False when nothing changed.
 
     A status change is guarded by rank in the statement itself (it applies only to a delivery
-    whose status is still lower), on every database.
+    whose status is still lower), on every database; the message's status is written only
+    with the delivery's change.
     """
     fields = {
         name: new
@@ -517,7 +524,10 @@ def _save_event_change(
     if not fields:
         return False
     guard = sql.statuses_at_or_above(delivery.status, RANK) if delivery.status != old_status else []
-    if not sql.update_delivery(delivery.pk, {**fields, "updated_at": now}, guard):
+    moved = None if message_status is None else (delivery.message_id, message_status)
+    if not sql.update_delivery(
+        delivery.pk, {**fields, "updated_at": now}, guard, message_status=moved
+    ):
         return False
     delivery.updated_at = now
     return True

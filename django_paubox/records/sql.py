@@ -152,10 +152,22 @@ def lock_deliveries(message_id: int) -> list[Delivery]:
     return deliveries
 
 
-def update_delivery(pk: int, values: dict[str, Any], unless_status_in: Sequence[str]) -> bool:
+def update_delivery(
+    pk: int,
+    values: dict[str, Any],
+    unless_status_in: Sequence[str],
+    *,
+    message_status: tuple[int, str] | None = None,
+) -> bool:
     """``UPDATE`` one delivery's ``values``, unless its status is one of ``unless_status_in``
     (the rank guard); True when the row was written. A plain statement: the ORM's ``update()``
-    cost more than the database's work for it."""
+    cost more than the database's work for it.
+
+    ``message_status``: ``(message id, status)`` to write to the message too, only if the
+    delivery was written. On PostgreSQL that is the same statement (the delivery's ``UPDATE``
+    in a ``WITH``), one round trip; elsewhere a second statement (the caller holds a
+    transaction).
+    """
     sets = ", ".join(f"{_column(Delivery, name)} = %s" for name in values)
     params = [_prep(Delivery, name, value) for name, value in values.items()]
     sql = f"UPDATE {_table(Delivery)} SET {sets} WHERE {_column(Delivery, 'id')} = %s"  # noqa: S608
@@ -165,8 +177,20 @@ def update_delivery(pk: int, values: dict[str, Any], unless_status_in: Sequence[
         sql += f" AND {_column(Delivery, 'status')} NOT IN ({marks})"
         params += list(unless_status_in)
     with connection.cursor() as cursor:
+        if message_status is not None and accepted_in_one_statement():
+            message_id, status = message_status
+            cursor.execute(
+                f"WITH moved AS ({sql} RETURNING 1) "  # noqa: S608
+                f"UPDATE {_table(Message)} SET {_column(Message, 'status')} = %s "
+                f"WHERE {_column(Message, 'id')} = %s AND EXISTS (SELECT 1 FROM moved)",
+                [*params, status, message_id],
+            )
+            return bool(cursor.rowcount)
         cursor.execute(sql, params)
-        return bool(cursor.rowcount)
+        written = bool(cursor.rowcount)
+    if written and message_status is not None:
+        set_message_status(*message_status)
+    return written
 
 
 def set_message_status(pk: int, status: str) -> None:

@@ -33,6 +33,7 @@ from ..exceptions import (
 from ..models import Message
 from .metadata import REF_HEADER, ref_value
 from .options import SCHEDULE_MARGIN, parse_send_at
+from .payload import without_recipients
 from .unsubscribe import unsubscribe_headers
 
 logger = logging.getLogger(__name__)
@@ -399,7 +400,10 @@ def _group_by_error(items: Sequence[Prepared]) -> list[tuple[str, list[Prepared]
 
 
 def resend_stored(message: Message) -> Message:
-    """Send a stored message again as a new :class:`Message`; needs ``STORE_CONTENT``."""
+    """Send a stored message again as a new :class:`Message`; needs ``STORE_CONTENT``.
+
+    Recipients a suppression left out of the first send, and those on the list now, are left
+    out again."""
     if not message.payload or "message" not in message.payload:
         raise PauboxPayloadError(
             "This message's content was not stored (PAUBOX['STORE_CONTENT'] is off, to keep PHI "
@@ -415,15 +419,22 @@ def resend_stored(message: Message) -> Message:
         )
         if not raw.startswith(records.SUPPRESSED_RAW_STATUS + ":")
     ]
+    payload = message.payload
+    listed = records.suppressed_addresses(a for _, a, _ in kept) if conf.suppression else {}
+    if listed:
+        # Suppressed since it was sent (a bounce, an unsubscribe): left out now; with nobody
+        # left, RecipientsSuppressed is raised with nothing recorded or sent.
+        payload = {**payload, "message": without_recipients(payload["message"], listed)}
+        kept = [entry for entry in kept if entry[1] not in listed]
     recipients = [(kind, address) for kind, address, _ in kept]
     names = {address: name for _, address, name in kept if name}
     (row,) = records.create_messages(
-        [(message.subject, message.from_email, recipients, message.payload)],
+        [(message.subject, message.from_email, recipients, payload)],
         conf,
         mailers=[message.mailer],
         display_names=[names],
     )
-    item = Prepared(row=row, payload=message.payload, recipients=[a for _, a in recipients])
+    item = Prepared(row=row, payload=payload, recipients=[a for _, a in recipients])
     with PauboxClient(conf) as client:
         result = Dispatcher(client, conf).dispatch([item])
     row.refresh_from_db()

@@ -258,6 +258,8 @@ def _headers(email: EmailMessage, conf: PauboxSettings) -> dict[str, str]:
         subject = "" if email.subject is None else force_str(email.subject)
         if any(c in LINE_BREAKS for c in subject):
             raise PauboxHeaderError("Paubox: the subject contains a line break.")
+    if "\x00" in subject:  # no header may hold one, and PostgreSQL cannot store it
+        raise PauboxPayloadError("Paubox: the subject contains a NUL character.")
 
     if "reply-to" in overrides:
         reply_to = parse_address_list(overrides["reply-to"][1], "extra_headers['Reply-To']")
@@ -312,6 +314,8 @@ def _extra_headers(email: EmailMessage) -> list[tuple[str, str]]:
             raise PauboxHeaderError(
                 f"Paubox: the value of the {name} header contains a line break."
             )
+        if "\x00" in value:
+            raise PauboxPayloadError(f"Paubox: the value of the {name} header contains a NUL.")
         out.append((name, value))
     return out
 

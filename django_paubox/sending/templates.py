@@ -7,7 +7,9 @@ template Paubox does not have; :func:`sync_templates` rebuilds it from Paubox's 
 
 With ``PAUBOX["DOMAINS"]`` and no top-level ``API_KEY``, the first domain's key is used:
 templates belong to the Paubox organisation, not to one sending domain (an assumption: Paubox
-documents templates per account).
+documents templates per account). On Django 6.1 with the keys in ``MAILERS`` only (none in
+``PAUBOX``), the ``default`` mailer's are used if it is a Paubox one, else the first Paubox
+mailer's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from django.utils import timezone
 
 from ..client import PauboxClient
 from ..conf import PauboxSettings, get_settings
+from ..credentials import mailer_settings, paubox_mailers
 from ..exceptions import PauboxAPIError
 from ..handlebars import render
 from ..models import DynamicTemplate
@@ -51,7 +54,11 @@ class SyncSummary:
 
 def template_settings(conf: PauboxSettings | None = None) -> PauboxSettings:
     """The settings whose key manages templates (see the module docstring)."""
-    conf = conf or get_settings()
+    if conf is None:
+        conf = get_settings()
+        mailers = paubox_mailers()
+        if not conf.api_key and not conf.domain_names and mailers:
+            conf = mailer_settings(mailers[0])
     domains = getattr(conf, "domain_names", [])
     if domains and not conf.api_key:
         return conf.for_domain(domains[0])  # type: ignore[no-any-return]
