@@ -4,8 +4,8 @@ The backends, the webhook view, the management commands and the Celery tasks all
 functions, so that what a send, a receipt or an event does to the records is decided here once.
 Nothing here logs subjects, bodies or attachments. :mod:`.sends` holds the rows of sending
 (created before Paubox is called, then sent, failed, requeued, cancelled); :mod:`.dispositions`
-applies receipts and webhook events to deliveries; :mod:`.suppressions` keeps the suppression
-list.
+applies receipts to deliveries, and :mod:`.events` webhook events; :mod:`.suppressions` keeps
+the suppression list.
 """
 
 from .dispositions import (
@@ -13,9 +13,9 @@ from .dispositions import (
     aggregate_status,
     apply_receipt,
     apply_receipts,
-    apply_webhook_event,
     refresh_message_status,
 )
+from .events import apply_webhook_event
 from .sends import (
     CANCELLED_RAW_STATUS,
     claim_queued,

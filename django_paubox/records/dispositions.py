@@ -1,4 +1,5 @@
-"""Receipts and webhook events applied to Delivery rows: forward-only, under one lock order."""
+"""Receipts applied to Delivery rows, and the rules every disposition keeps: forward-only,
+under one lock order (webhook events, by the same rules: :mod:`.events`)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,19 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists
+from django.db import transaction
 from django.utils import timezone
 
 from .. import signals
-from ..conf import PauboxSettings, get_settings
 from ..models import Delivery, Message, WebhookEvent
-from ..sending.metadata import read_ref
 from ..tracking.parsing import (
     Counters,
     Receipt,
     ReceiptDelivery,
-    WebhookEventData,
     normalise_address,
     parse_receipt,
-    parse_webhook_event,
 )
 from ..tracking.statuses import RANK, Outcome, Status, advance, from_webhook_event, is_final
-from . import sql
 from .suppressions import suppress_hard_bounces
 
 logger = logging.getLogger(__name__)
@@ -57,7 +52,7 @@ DISPOSITION_FIELDS = (
 #: Aggregation: a problem with any recipient shows on the message, worst first.
 _SURFACING = (Status.FAILED, Status.HARD_BOUNCED, Status.SOFT_BOUNCED)
 
-_Change = tuple[Delivery, str, str, str]  # delivery, old status, new status, source
+Change = tuple[Delivery, str, str, str]  # delivery, old status, new status, source
 
 
 def aggregate_status(statuses: Iterable[str], *, message_failed: bool = False) -> str | None:
@@ -98,11 +93,12 @@ def refresh_message_status(message: Message) -> str:
     return current.status
 
 
-def _snapshot(delivery: Delivery) -> tuple[Any, ...]:
+def disposition_of(delivery: Delivery) -> tuple[Any, ...]:
+    """The values of :data:`DISPOSITION_FIELDS`: what a report may have changed."""
     return tuple(getattr(delivery, name) for name in DISPOSITION_FIELDS)
 
 
-def _apply_outcome(delivery: Delivery, outcome: Outcome, delivered_at: datetime | None) -> None:
+def apply_outcome(delivery: Delivery, outcome: Outcome, delivered_at: datetime | None) -> None:
     """Apply a status report forward-only; a report that would move back is ignored whole."""
     if outcome.status is None:
         # "Internal error" or a string we do not know: keep Paubox's words, change nothing
@@ -120,7 +116,7 @@ def _apply_outcome(delivery: Delivery, outcome: Outcome, delivered_at: datetime 
         delivery.delivered_at = delivered_at
 
 
-def _apply_open(delivery: Delivery, when: datetime) -> None:
+def apply_open(delivery: Delivery, when: datetime) -> None:
     """``opened_at`` is the first open known: an earlier time replaces a later one."""
     if delivery.opened_at is None or when < delivery.opened_at:
         delivery.opened_at = when
@@ -154,29 +150,29 @@ def _apply_receipt_entry(
     delivery: Delivery, entry: ReceiptDelivery, counters: Counters, now: datetime
 ) -> None:
     if entry.outcome is not None:
-        _apply_outcome(delivery, entry.outcome, entry.delivered_at)
+        apply_outcome(delivery, entry.outcome, entry.delivered_at)
     if entry.opened:
         # Paubox said "opened" without a usable time: record when we learned it.
-        _apply_open(delivery, entry.opened_at or now)
+        apply_open(delivery, entry.opened_at or now)
     _apply_counters(delivery, counters)
 
 
-def _apply_event(
+def apply_event(
     delivery: Delivery, outcome: Outcome, occurred_at: datetime | None, now: datetime
 ) -> None:
     """A webhook event on its delivery; an event without a time happened when it arrived."""
     if not outcome.known:
         return
-    _apply_outcome(delivery, outcome, occurred_at or now)
+    apply_outcome(delivery, outcome, occurred_at or now)
     if outcome.opened:
-        _apply_open(delivery, occurred_at or now)
+        apply_open(delivery, occurred_at or now)
 
 
-def _send_after_commit(changes: list[_Change]) -> None:
+def send_after_commit(changes: list[Change]) -> None:
     """Queue one ``delivery_status_changed`` per real status change, sent after commit."""
     for delivery, old, new, source in changes:
         transaction.on_commit(
-            _robust(
+            robust(
                 signals.delivery_status_changed,
                 sender=Delivery,
                 delivery=delivery,
@@ -187,7 +183,7 @@ def _send_after_commit(changes: list[_Change]) -> None:
         )
 
 
-def _robust(signal: Any, **kwargs: Any) -> Callable[[], None]:
+def robust(signal: Any, **kwargs: Any) -> Callable[[], None]:
     def send() -> None:
         for receiver, result in signal.send_robust(**kwargs):
             if isinstance(result, Exception):
@@ -208,7 +204,7 @@ def _save_deliveries(
     deliveries: Iterable[Delivery],
     source: str,
     now: datetime,
-    changes: list[_Change],
+    changes: list[Change],
     old_statuses: dict[int, str],
 ) -> list[Delivery]:
     """Save the deliveries whose fields changed, writing only those fields; note their status
@@ -217,14 +213,14 @@ def _save_deliveries(
     changed: list[Delivery] = []
     fields: set[str] = set()
     for delivery in deliveries:
-        snapshot = _snapshot(delivery)
-        if snapshot == before[delivery.pk]:
+        now_values = disposition_of(delivery)
+        if now_values == before[delivery.pk]:
             continue
         changed.append(delivery)
         fields.update(
             name
             for name, new, old in zip(
-                DISPOSITION_FIELDS, snapshot, before[delivery.pk], strict=True
+                DISPOSITION_FIELDS, now_values, before[delivery.pk], strict=True
             )
             if new != old
         )
@@ -242,11 +238,11 @@ def _save_deliveries(
     return changed
 
 
-def _by_recipient(deliveries: Iterable[Delivery]) -> dict[str, Delivery]:
+def deliveries_by_recipient(deliveries: Iterable[Delivery]) -> dict[str, Delivery]:
     return {normalise_address(d.recipient): d for d in deliveries}
 
 
-def _match(by_recipient: dict[str, Delivery], recipient: str) -> Delivery | None:
+def match_delivery(by_recipient: dict[str, Delivery], recipient: str) -> Delivery | None:
     """The delivery an event is about; an event naming nobody fits a one-recipient message."""
     if recipient:
         return by_recipient.get(recipient)
@@ -281,7 +277,7 @@ def apply_receipts(
     if not pairs:
         return results
     now = timezone.now()
-    changes: list[_Change] = []
+    changes: list[Change] = []
     with transaction.atomic():
         pks = sorted({m.pk for m, _ in pairs})
         locked = {
@@ -293,7 +289,7 @@ def apply_receipts(
         ):
             delivery.message = locked[delivery.message_id]  # receivers read it: no query
             rows[delivery.message_id].append(delivery)
-        before = {d.pk: _snapshot(d) for ds in rows.values() for d in ds}
+        before = {d.pk: disposition_of(d) for ds in rows.values() for d in ds}
         old_statuses = {d.pk: d.status for ds in rows.values() for d in ds}
         applied: list[tuple[int, Message, Message]] = []
         for index, (message, receipt) in enumerate(pairs):
@@ -337,12 +333,12 @@ def apply_receipts(
                 [row for _, _, row in applied], ["status", "receipt_checked_at"]
             )
         suppress_hard_bounces(changes)
-        _send_after_commit(changes)
+        send_after_commit(changes)
     return results
 
 
 def _apply_receipt_to_rows(receipt: Receipt, deliveries: list[Delivery], now: datetime) -> None:
-    by_recipient = _by_recipient(deliveries)
+    by_recipient = deliveries_by_recipient(deliveries)
     single = len(receipt.deliveries) == 1
     for entry in receipt.deliveries:
         delivery = by_recipient.get(entry.recipient)
@@ -372,162 +368,8 @@ def _link_orphan_events(
     for event in orphans:
         message = by_tracking_id[event.source_tracking_id]
         linked.setdefault(message.pk, []).append(event.pk)
-        delivery = _match(_by_recipient(rows[message.pk]), event.recipient)
+        delivery = match_delivery(deliveries_by_recipient(rows[message.pk]), event.recipient)
         if delivery is not None:
-            _apply_event(delivery, from_webhook_event(event.event_name), event.occurred_at, now)
+            apply_event(delivery, from_webhook_event(event.event_name), event.occurred_at, now)
     for message_pk, event_pks in linked.items():
         WebhookEvent.objects.filter(pk__in=event_pks).update(message_id=message_pk)
-
-
-def apply_webhook_event(
-    data: object, conf: PauboxSettings | None = None
-) -> tuple[WebhookEvent, bool]:
-    """Store a parsed webhook body once and apply it to its delivery, forward-only.
-
-    Raises :class:`InvalidWebhookEvent` (a ``ValueError``) when ``data`` is not a Paubox event.
-    Returns ``(event, created)``; ``created`` is False for a replay, which changes nothing.
-    Events for messages this app did not send are stored unlinked; unknown event names are
-    stored and change nothing. With ``STORE_SUBJECT`` off, the payload's subject is dropped.
-
-    One transaction, in as few statements as the rules allow: the event is inserted unless
-    stored already, and linked to its message, in one statement; a new event about a known
-    message then locks the message and its deliveries and reads the deliveries in one more;
-    what changed is one rank-guarded ``UPDATE`` of the delivery, and one of the message's
-    status when its aggregate moved. A replay costs the insert that found it, and one read.
-    """
-    parsed = parse_webhook_event(data)
-    conf = conf or get_settings()
-    now = timezone.now()
-    changes: list[_Change] = []
-    with transaction.atomic():
-        event, created = _store_event(parsed, _stored_body(parsed, conf), now)
-        if created and event.message_id is None:
-            _link_by_header(event, parsed)
-        if created and event.message_id is not None and parsed.outcome.known:
-            _apply_event_to_message(event.message_id, parsed, now, changes)
-        suppress_hard_bounces(changes, conf)
-        _send_after_commit(changes)
-        transaction.on_commit(
-            _robust(signals.webhook_received, sender=WebhookEvent, event=event, created=created)
-        )
-    return event, created
-
-
-def _link_by_header(event: WebhookEvent, parsed: WebhookEventData) -> None:
-    """Link an event whose tracking id is unknown here to the message its ``X-Paubox-Ref``
-    custom header names (signed by us). No query for events without such a header."""
-    pk = read_ref(parsed.custom_headers)
-    if pk is not None and WebhookEvent.objects.filter(pk=event.pk).filter(
-        Exists(Message.objects.filter(pk=pk))
-    ).update(message_id=pk):
-        event.message_id = pk
-
-
-def _stored_body(parsed: WebhookEventData, conf: PauboxSettings) -> dict[str, Any]:
-    """The body as stored: without the payload's subject when ``STORE_SUBJECT`` is off."""
-    body = parsed.body
-    payload = body.get("payload")
-    if not conf.store_subject and isinstance(payload, dict) and "subject" in payload:
-        body = {**body, "payload": {k: v for k, v in payload.items() if k != "subject"}}
-    return body
-
-
-def _store_event(
-    parsed: WebhookEventData, body: dict[str, Any], now: datetime
-) -> tuple[WebhookEvent, bool]:
-    """Insert the event unless it is stored already; ``(event, created)``.
-
-    The insert, the duplicate check and the link to the message are one statement where the
-    database has ``INSERT ... ON CONFLICT DO NOTHING RETURNING``; a replay then reads the
-    stored event. Elsewhere, the ORM in a savepoint.
-    """
-    values = {
-        "event_name": parsed.event_name,
-        "dedupe_key": parsed.dedupe_key,
-        "source_tracking_id": parsed.source_tracking_id,
-        "recipient": parsed.recipient,
-        "occurred_at": parsed.occurred_at,
-        "received_at": now,
-        "payload": body,
-    }
-    if sql.can_insert_once():
-        inserted = sql.insert_event_once(values, parsed.source_tracking_id)
-        if inserted is None:
-            return WebhookEvent.objects.get(dedupe_key=parsed.dedupe_key), False
-        event = WebhookEvent(id=inserted[0], message_id=inserted[1], **values)
-        event._state.adding = False
-        event._state.db = connection.alias
-        return event, True
-    message_id = None
-    if parsed.source_tracking_id:
-        message_id = (
-            Message.objects.filter(tracking_id=parsed.source_tracking_id)
-            .values_list("pk", flat=True)
-            .first()
-        )
-    try:
-        with transaction.atomic():
-            return WebhookEvent.objects.create(message_id=message_id, **values), True
-    except IntegrityError:
-        return WebhookEvent.objects.get(dedupe_key=parsed.dedupe_key), False
-
-
-def _apply_event_to_message(
-    message_id: int, parsed: WebhookEventData, now: datetime, changes: list[_Change]
-) -> None:
-    """Apply a new event to its delivery under the locks, and keep ``Message.status`` in step.
-
-    The delivery's new values are decided in Python by the same rules as receipts'
-    (``_apply_event``); the ``UPDATE`` is guarded by rank as well, so that a write that did
-    not take the message's lock can never be moved back.
-    """
-    deliveries = sql.lock_deliveries(message_id)
-    delivery = _match(_by_recipient(deliveries), parsed.recipient)
-    if delivery is None:
-        return
-    before, old_status = _snapshot(delivery), delivery.status
-    _apply_event(delivery, parsed.outcome, parsed.occurred_at, now)
-    # The message and all its deliveries are locked and in hand: derive its status from them,
-    # written with the delivery's change (one statement on PostgreSQL) if that is written.
-    message = delivery.message
-    new = aggregate_status(
-        (d.status for d in deliveries), message_failed=message.state == Message.State.FAILED
-    )
-    moved = new if new is not None and new != message.status else None
-    if not _save_event_change(delivery, before, old_status, now, moved):
-        return
-    if delivery.status != old_status:
-        changes.append((delivery, old_status, delivery.status, "webhook"))
-    if moved is not None:
-        message.status = moved
-
-
-def _save_event_change(
-    delivery: Delivery,
-    before: tuple[Any, ...],
-    old_status: str,
-    now: datetime,
-    message_status: str | None = None,
-) -> bool:
-    """Write the fields an event changed, in one ``UPDATE`` (with the message's new
-    ``message_status``, if any); False when nothing changed.
-
-    A status change is guarded by rank in the statement itself (it applies only to a delivery
-    whose status is still lower), on every database; the message's status is written only
-    with the delivery's change.
-    """
-    fields = {
-        name: new
-        for name, new, old in zip(DISPOSITION_FIELDS, _snapshot(delivery), before, strict=True)
-        if new != old
-    }
-    if not fields:
-        return False
-    guard = sql.statuses_at_or_above(delivery.status, RANK) if delivery.status != old_status else []
-    moved = None if message_status is None else (delivery.message_id, message_status)
-    if not sql.update_delivery(
-        delivery.pk, {**fields, "updated_at": now}, guard, message_status=moved
-    ):
-        return False
-    delivery.updated_at = now
-    return True
