@@ -319,8 +319,43 @@ def test_command_line_runs_and_stops_cleanly():
         out, err = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "stopped" in out
-    assert "POST /v1/cli-user/messages 200" in err
+    assert err.count("POST /v1/cli-user/messages 200") == 1
     assert "cli-secret-key" not in out + err
+
+
+def test_manage_py_sandbox_logs_each_request_once_beside_a_projects_logging():
+    """The example project's LOGGING prints ``django_paubox`` already: the sandbox adds no
+    handler of its own, so each request line appears once."""
+    process, lines = _start(
+        [
+            "example_project/manage.py",
+            "paubox_sandbox",
+            "--port",
+            "0",
+            "--api-key",
+            "demo-key",
+            "--api-username",
+            "demo-user",
+            "--processing-seconds",
+            "0",
+        ],
+        env={"DJANGO_SETTINGS_MODULE": "example_project.settings"},
+    )
+    try:
+        ok = http(
+            "POST",
+            _api_url(lines) + "demo-user/messages",
+            json={"data": {"message": message()}},
+            headers={"Authorization": "Token token=demo-key"},
+            timeout=5,
+        )
+        assert ok.status_code == 200
+        # The request's line is logged after its answer: let the server get there first.
+        assert SandboxControl(_api_url(lines)).last_message.tracking_id
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    assert (out + err).count("POST /v1/demo-user/messages 200") == 1, out + err
 
 
 def test_command_line_rejects_bad_fault_rates():

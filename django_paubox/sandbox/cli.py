@@ -129,6 +129,19 @@ def banner(server: SandboxServer, *, key_source: str = "--api-key") -> str:
     return "\n".join(lines)
 
 
+def log_requests() -> None:
+    """The whole sandbox package's log (its modules log under their own names) at INFO, on
+    stderr, unless a handler prints it already (a Django project's ``LOGGING`` for
+    ``django_paubox``, under ``manage.py paubox_sandbox``): each line once."""
+    package_logger = logging.getLogger(__package__)
+    package_logger.setLevel(logging.INFO)
+    if package_logger.hasHandlers():
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    package_logger.addHandler(handler)
+
+
 def run(
     options: dict[str, Any],
     *,
@@ -140,12 +153,7 @@ def run(
     out = out or sys.stdout
     server = build_server(options)
     if not options.get("quiet"):
-        # The whole sandbox package's log (its modules log under their own names) on stderr.
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        package_logger = logging.getLogger(__package__)
-        package_logger.addHandler(handler)
-        package_logger.setLevel(logging.INFO)
+        log_requests()
     text = banner(server, key_source=key_source)
     if notes:
         text = "\n".join([*notes, text])
