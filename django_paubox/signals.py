@@ -21,7 +21,8 @@ webhook call into an error.
 ``recipient_unsubscribed``
     ``sender=Suppression``; kwargs ``address`` (lower case) and ``suppression`` (the row; its
     ``message`` is the message whose link was used, when still stored). Sent once per address,
-    after commit, when a one-click unsubscribe is first recorded for it.
+    after commit, when an unsubscribe is first recorded for it: a one-click unsubscribe, or a
+    receipt in which Paubox reports that the recipient unsubscribed.
 
 Around sending (``sender=Message``):
 

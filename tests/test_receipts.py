@@ -304,6 +304,39 @@ def test_counters_never_go_down():
     assert d.clicks_per_link == [{"click_count": 3, "target_url": "https://example.org/"}]
 
 
+def test_a_receipt_saying_unsubscribed_puts_the_address_on_the_suppression_list(
+    django_capture_on_commit_callbacks,
+):
+    from django_paubox.models import Suppression
+
+    message, other = make_message(), make_message(tracking_id="track-2")
+    seen: list[str] = []
+
+    def receiver(sender, address, **kwargs):
+        seen.append(address)
+
+    signals.recipient_unsubscribed.connect(receiver, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            records.apply_receipt(
+                other, receipt(entry("patient@example.com"), tracking_id="track-2")
+            )
+            assert not Suppression.objects.exists()  # no flag, no row
+            for _ in range(2):  # the second says it again: nothing new
+                records.apply_receipt(
+                    message, receipt(entry("patient@example.com"), unsubscribed=True)
+                )
+    finally:
+        signals.recipient_unsubscribed.disconnect(receiver)
+    row = Suppression.objects.get()
+    assert (row.address, row.reason, row.message_id) == (
+        "patient@example.com",
+        Suppression.Reason.UNSUBSCRIBED,
+        message.pk,
+    )
+    assert seen == ["patient@example.com"]
+
+
 @pytest.mark.parametrize(
     "raw", ["Internal error. Please check back later.", "deferred: greylisted", "DELIVERED?!"]
 )

@@ -21,7 +21,7 @@ from ..tracking.parsing import (
     parse_receipt,
 )
 from ..tracking.statuses import RANK, Outcome, Status, advance, from_webhook_event, is_final
-from .suppressions import suppress_hard_bounces
+from .suppressions import suppress_hard_bounces, unsubscribe
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ DISPOSITION_FIELDS = (
     "clicks_per_link",
     "unsubscribed",
 )
+_UNSUBSCRIBED = DISPOSITION_FIELDS.index("unsubscribed")
 #: Aggregation: a problem with any recipient shows on the message, worst first.
 _SURFACING = (Status.FAILED, Status.HARD_BOUNCED, Status.SOFT_BOUNCED)
 
@@ -333,8 +334,18 @@ def apply_receipts(
                 [row for _, _, row in applied], ["status", "receipt_checked_at"]
             )
         suppress_hard_bounces(changes)
+        _record_unsubscribes(before, (d for ds in rows.values() for d in ds if d.pk in all_changed))
         send_after_commit(changes)
     return results
+
+
+def _record_unsubscribes(before: dict[int, tuple[Any, ...]], changed: Iterable[Delivery]) -> None:
+    """A receipt that first says a recipient unsubscribed (Paubox's own unsubscribe link)
+    puts the address on the suppression list as ``unsubscribed``, as a one-click unsubscribe
+    does, with ``recipient_unsubscribed`` after commit. No query unless one did."""
+    for delivery in changed:
+        if delivery.unsubscribed is True and before[delivery.pk][_UNSUBSCRIBED] is not True:
+            unsubscribe(delivery.recipient, delivery.message_id)
 
 
 def _apply_receipt_to_rows(receipt: Receipt, deliveries: list[Delivery], now: datetime) -> None:
