@@ -13,7 +13,7 @@ from django.core import checks
 from django.urls import NoReverseMatch, reverse
 
 from .conf import KNOWN_KEYS, PauboxSettings, get_settings, raw_settings
-from .credentials import PAUBOX_BACKENDS, connection_conf, mailer_options
+from .credentials import PAUBOX_BACKENDS, connection_conf, mailer_options, paubox_mailers
 from .exceptions import PauboxConfigError
 from .sending.unsubscribe import URL_NAME
 
@@ -80,6 +80,18 @@ def check_paubox_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
             )
         )
     found.extend(_unsubscribe_checks(conf))
+    longest_send = sum(conf.timeout)
+    if conf.outbox_stale_seconds < 2 * longest_send:
+        found.append(
+            checks.Warning(
+                f'PAUBOX["OUTBOX_STALE_SECONDS"] ({conf.outbox_stale_seconds:g} s) is not well '
+                f'above PAUBOX["TIMEOUT"] (connect + read: {longest_send:g} s): a send still '
+                "waiting for Paubox's answer could be settled as failed ('may have reached "
+                "Paubox') by sweep_outbox or paubox_settle_stale.",
+                hint="Keep it at least twice the connect and read timeouts together.",
+                id="django_paubox.W006",
+            )
+        )
     return found
 
 
@@ -148,14 +160,6 @@ def _legacy_backend_in_use() -> bool:
     return backend in PAUBOX_BACKENDS
 
 
-def _paubox_mailers() -> list[str]:
-    return [
-        str(alias)
-        for alias, entry in _mailers().items()
-        if isinstance(entry, dict) and entry.get("BACKEND") in PAUBOX_BACKENDS
-    ]
-
-
 def _check_mailers(raw: Any) -> list[checks.CheckMessage]:
     """Django 6.1's ``MAILERS``: each Paubox mailer's options and credentials; settings that
     are set but not used."""
@@ -169,7 +173,7 @@ def _check_mailers(raw: Any) -> list[checks.CheckMessage]:
                 id="django_paubox.W004",
             )
         )
-    aliases = _paubox_mailers() if MAILERS_SUPPORTED else []
+    aliases = paubox_mailers() if MAILERS_SUPPORTED else []
     own_keys = 0
     for alias in aliases:
         try:

@@ -131,6 +131,17 @@ def test_check_warns_on_unknown_keys_and_short_secret_and_non_tls():
     assert "django_paubox.W003" in ids
 
 
+def test_check_warns_when_a_send_could_outlast_the_stale_clock():
+    base = {"API_KEY": "k", "API_USERNAME": "u", "TIMEOUT": (5, 30)}
+    with override_settings(PAUBOX={**base, "OUTBOX_STALE_SECONDS": 60}):
+        found = {m.id: m for m in check_paubox_settings()}
+    assert "35 s" in found["django_paubox.W006"].msg
+    with override_settings(PAUBOX={**base, "OUTBOX_STALE_SECONDS": 70}):
+        assert "django_paubox.W006" not in {m.id for m in check_paubox_settings()}
+    with override_settings(PAUBOX={"API_KEY": "k", "API_USERNAME": "u"}):  # the defaults
+        assert "django_paubox.W006" not in {m.id for m in check_paubox_settings()}
+
+
 def test_check_reports_unset_webhook_secret_and_accepts_a_list():
     with override_settings(PAUBOX={"API_KEY": "k", "API_USERNAME": "u"}):
         assert "django_paubox.I001" in {m.id for m in check_paubox_settings()}
