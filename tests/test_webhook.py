@@ -642,6 +642,42 @@ def test_the_same_event_posted_at_once_is_stored_once(linked, received, changes)
 @pytest.mark.postgres
 @postgres_only
 @pytest.mark.django_db(transaction=True)
+def test_an_event_whose_message_is_purged_before_it_commits_is_kept_unlinked(monkeypatch, received):
+    """The purge deletes the message after the event's insert linked to it and before its
+    commit (which checks the link): the event is stored unlinked, not lost with a 500."""
+    from django_paubox.records import events
+
+    message = make_message()
+    store = events._store_event
+    purged: list[int] = []
+
+    def purge_meanwhile() -> None:
+        try:
+            purged.append(Message.objects.filter(pk=message.pk).delete()[0])
+        finally:
+            connection.close()
+
+    def store_then_purge(*args, **kwargs):
+        stored = store(*args, **kwargs)
+        if not purged:  # another connection, committed before this transaction ends
+            thread = threading.Thread(target=purge_meanwhile)
+            thread.start()
+            thread.join(10)
+        return stored
+
+    monkeypatch.setattr(events, "_store_event", store_then_purge)
+    response = post(Client(), event(tracking_id="track-1"))
+    assert response.status_code == 200
+    assert purged and purged[0] >= 2  # the message and its delivery
+    stored = WebhookEvent.objects.get()
+    assert stored.message_id is None and stored.source_tracking_id == "track-1"
+    assert not Message.objects.exists()
+    assert [created for _, created in received] == [True]
+
+
+@pytest.mark.postgres
+@postgres_only
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_events_for_the_recipients_of_one_message_keep_its_status_exact():
     """Events for different recipients of one message, and receipts, at once.
 

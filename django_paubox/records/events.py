@@ -3,6 +3,7 @@ message's lock, by the rules and in the lock order of :mod:`.dispositions`."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,8 @@ from .dispositions import (
 )
 from .suppressions import suppress_hard_bounces
 
+logger = logging.getLogger(__name__)
+
 
 def apply_webhook_event(
     data: object, conf: PauboxSettings | None = None
@@ -49,6 +52,19 @@ def apply_webhook_event(
     """
     parsed = parse_webhook_event(data)
     conf = conf or get_settings()
+    try:
+        return _apply(parsed, conf)
+    except IntegrityError:
+        if connection.in_atomic_block:
+            raise  # in a caller's transaction, whose own commit decides
+        # Its message was purged between the insert that linked the event to it and the
+        # commit (which checks the link): once more, the event finds no message and is stored
+        # unlinked, rather than lost (Paubox does not send an event again).
+        logger.info("Paubox: a webhook event's message was purged meanwhile; stored unlinked.")
+        return _apply(parsed, conf)
+
+
+def _apply(parsed: WebhookEventData, conf: PauboxSettings) -> tuple[WebhookEvent, bool]:
     now = timezone.now()
     changes: list[Change] = []
     with transaction.atomic():
