@@ -254,13 +254,13 @@ def test_sandbox_and_plugin_import_without_django_settings():
 
 # -- command line ----------------------------------------------------------------------------
 def _start(
-    args: list[str], env: dict[str, str] | None = None
+    args: list[str], env: dict[str, str] | None = None, stderr: Any = subprocess.PIPE
 ) -> tuple[subprocess.Popen[str], list[str]]:
     process = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
@@ -323,24 +323,28 @@ def test_command_line_runs_and_stops_cleanly():
     assert "cli-secret-key" not in out + err
 
 
-def test_manage_py_sandbox_logs_each_request_once_beside_a_projects_logging():
+def test_manage_py_sandbox_logs_each_request_once_beside_a_projects_logging(tmp_path):
     """The example project's LOGGING prints ``django_paubox`` already: the sandbox adds no
     handler of its own, so each request line appears once."""
-    process, lines = _start(
-        [
-            "example_project/manage.py",
-            "paubox_sandbox",
-            "--port",
-            "0",
-            "--api-key",
-            "demo-key",
-            "--api-username",
-            "demo-user",
-            "--processing-seconds",
-            "0",
-        ],
-        env={"DJANGO_SETTINGS_MODULE": "example_project.settings"},
-    )
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process, lines = _start(
+            [
+                "example_project/manage.py",
+                "paubox_sandbox",
+                "--port",
+                "0",
+                "--api-key",
+                "demo-key",
+                "--api-username",
+                "demo-user",
+                "--processing-seconds",
+                "0",
+            ],
+            env={"DJANGO_SETTINGS_MODULE": "example_project.settings"},
+            stderr=stderr,
+        )
+    line = "POST /v1/demo-user/messages 200"
     try:
         ok = http(
             "POST",
@@ -350,12 +354,15 @@ def test_manage_py_sandbox_logs_each_request_once_beside_a_projects_logging():
             timeout=5,
         )
         assert ok.status_code == 200
-        # The request's line is logged after its answer: let the server get there first.
-        assert SandboxControl(_api_url(lines)).last_message.tracking_id
+        # The request's line is logged after its answer, by its own thread: wait for it.
+        deadline = time.monotonic() + 10
+        while line not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
-    assert (out + err).count("POST /v1/demo-user/messages 200") == 1, out + err
+        out, _ = process.communicate(timeout=10)
+    err = log.read_text()
+    assert (out + err).count(line) == 1, out + err
 
 
 def test_command_line_rejects_bad_fault_rates():
