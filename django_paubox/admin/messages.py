@@ -44,7 +44,7 @@ from .display import (
     with_zone,
 )
 from .inlines import DeliveryInline, WebhookEventInline
-from .listing import ListingFields, TagFilter
+from .listing import ListingFields, SenderDomainFilter, TagFilter
 from .message_actions import MessageActions
 
 
@@ -122,7 +122,7 @@ class MessageAdmin(RecordAdminMixin, ListingFields, MessageActions):
     #: No second COUNT(*) over every message for "(N total)" beside a filtered count: with the
     #: tag filter's choices, that keeps the page at 8 queries however many rows there are.
     show_full_result_count = False
-    list_filter = (DeskStatusFilter, ScheduledFilter, TagFilter, "created_at", "sender_domain")
+    list_filter = (DeskStatusFilter, ScheduledFilter, TagFilter, "created_at", SenderDomainFilter)
     search_fields = ("tracking_id", "subject", "from_email")
     search_help_text = (
         "A patient's name or address, a subject, a sender or a tracking id. A whole address "

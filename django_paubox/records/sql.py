@@ -344,3 +344,28 @@ def _insert_message_sql(vendor: str, deliveries: int, looked_up: int) -> str:
         f"VALUES {', '.join([row] * deliveries)} RETURNING 1) "
         f"SELECT (SELECT {m_pk} FROM created), {listed}"
     )
+
+
+def sender_domains() -> list[str]:
+    """Every ``Message.sender_domain``, sorted: the choices of the admin's filter.
+
+    PostgreSQL walks the column's index from one value to the next (a recursive query, a few
+    index probes per domain) instead of reading every message as ``SELECT DISTINCT`` does;
+    elsewhere, ``SELECT DISTINCT``.
+    """
+    column, table = _column(Message, "sender_domain"), _table(Message)
+    if connection.vendor != "postgresql":
+        return list(
+            Message.objects.order_by("sender_domain")
+            .values_list("sender_domain", flat=True)
+            .distinct()
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH RECURSIVE domains(value) AS ("  # noqa: S608
+            f"(SELECT {column} FROM {table} ORDER BY {column} LIMIT 1) "
+            f"UNION ALL SELECT (SELECT {column} FROM {table} WHERE {column} > domains.value "
+            f"ORDER BY {column} LIMIT 1) FROM domains WHERE domains.value IS NOT NULL) "
+            "SELECT value FROM domains WHERE value IS NOT NULL"
+        )
+        return [row[0] for row in cursor.fetchall()]
