@@ -6,244 +6,98 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
-    dependencies = []
+    dependencies = [
+    ]
 
     operations = [
         migrations.CreateModel(
-            name="DynamicTemplate",
+            name='DynamicTemplate',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "paubox_id",
-                    models.PositiveBigIntegerField(unique=True, verbose_name="Paubox id"),
-                ),
-                (
-                    "name",
-                    models.CharField(
-                        db_index=True,
-                        help_text="Messages name it in paubox_template_name (it must match exactly).",
-                        max_length=255,
-                    ),
-                ),
-                ("body", models.TextField(blank=True, help_text="The Handlebars template.")),
-                (
-                    "sample_values",
-                    models.JSONField(
-                        blank=True,
-                        default=dict,
-                        help_text="Made-up values (a JSON object) for the preview. Never real patient data.",
-                    ),
-                ),
-                ("paubox_created_at", models.CharField(blank=True, max_length=64)),
-                ("paubox_updated_at", models.CharField(blank=True, max_length=64)),
-                ("synced_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('paubox_id', models.PositiveBigIntegerField(unique=True, verbose_name='Paubox id')),
+                ('name', models.CharField(db_index=True, help_text='Messages name it in paubox_template_name (it must match exactly).', max_length=255)),
+                ('body', models.TextField(blank=True, help_text='The Handlebars template.')),
+                ('sample_values', models.JSONField(blank=True, default=dict, help_text='Made-up values (a JSON object) for the preview. Never real patient data.')),
+                ('paubox_created_at', models.CharField(blank=True, max_length=64)),
+                ('paubox_updated_at', models.CharField(blank=True, max_length=64)),
+                ('synced_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                "verbose_name": "dynamic template",
-                "ordering": ["name", "paubox_id"],
+                'verbose_name': 'dynamic template',
+                'ordering': ['name', 'paubox_id'],
             },
         ),
         migrations.CreateModel(
-            name="Message",
+            name='Message',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "tracking_id",
-                    models.CharField(
-                        blank=True,
-                        max_length=64,
-                        null=True,
-                        unique=True,
-                        verbose_name="Paubox tracking id",
-                    ),
-                ),
-                (
-                    "state",
-                    models.CharField(
-                        choices=[
-                            ("queued", "Queued"),
-                            ("sending", "Sending"),
-                            ("sent", "Sent"),
-                            ("failed", "Failed"),
-                            ("cancelled", "Cancelled"),
-                        ],
-                        default="sending",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("queued", "Queued"),
-                            ("sent", "Sent"),
-                            ("processing", "Processing"),
-                            ("delivered", "Delivered"),
-                            ("soft_bounced", "Soft bounced"),
-                            ("hard_bounced", "Hard bounced"),
-                            ("failed", "Failed"),
-                        ],
-                        db_index=True,
-                        default="queued",
-                        max_length=16,
-                    ),
-                ),
-                ("subject", models.TextField(blank=True)),
-                ("from_email", models.CharField(max_length=320)),
-                ("sender_domain", models.CharField(blank=True, db_index=True, max_length=255)),
-                ("recipient_count", models.PositiveIntegerField(default=0)),
-                (
-                    "created_at",
-                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
-                ),
-                ("sent_at", models.DateTimeField(blank=True, null=True)),
-                ("error", models.TextField(blank=True)),
-                (
-                    "error_status",
-                    models.PositiveSmallIntegerField(
-                        blank=True,
-                        help_text="HTTP status of Paubox's refusal, if it answered.",
-                        null=True,
-                    ),
-                ),
-                ("attempts", models.PositiveSmallIntegerField(default=0)),
-                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
-                ("claimed_at", models.DateTimeField(blank=True, null=True)),
-                ("payload", models.JSONField(blank=True, editable=False, null=True)),
-                ("receipt_checked_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "next_receipt_check_at",
-                    models.DateTimeField(blank=True, db_index=True, null=True),
-                ),
-                ("scheduled_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('tracking_id', models.CharField(blank=True, max_length=64, null=True, unique=True, verbose_name='Paubox tracking id')),
+                ('state', models.CharField(choices=[('queued', 'Queued'), ('sending', 'Sending'), ('sent', 'Sent'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='sending', max_length=16)),
+                ('status', models.CharField(choices=[('queued', 'Queued'), ('sent', 'Sent'), ('processing', 'Processing'), ('delivered', 'Delivered'), ('soft_bounced', 'Soft bounced'), ('hard_bounced', 'Hard bounced'), ('failed', 'Failed')], db_index=True, default='queued', max_length=16)),
+                ('subject', models.TextField(blank=True)),
+                ('from_email', models.CharField(max_length=320)),
+                ('sender_domain', models.CharField(blank=True, db_index=True, max_length=255)),
+                ('recipient_count', models.PositiveIntegerField(default=0)),
+                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('sent_at', models.DateTimeField(blank=True, null=True)),
+                ('error', models.TextField(blank=True)),
+                ('error_status', models.PositiveSmallIntegerField(blank=True, help_text="HTTP status of Paubox's refusal, if it answered.", null=True)),
+                ('attempts', models.PositiveSmallIntegerField(default=0)),
+                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
+                ('claimed_at', models.DateTimeField(blank=True, null=True)),
+                ('payload', models.JSONField(blank=True, editable=False, null=True)),
+                ('receipt_checked_at', models.DateTimeField(blank=True, null=True)),
+                ('next_receipt_check_at', models.DateTimeField(blank=True, db_index=True, null=True)),
+                ('scheduled_at', models.DateTimeField(blank=True, db_index=True, null=True)),
             ],
             options={
-                "ordering": ["-created_at", "-id"],
-                "indexes": [
-                    models.Index(fields=["state", "created_at"], name="paubox_msg_state_created")
-                ],
+                'ordering': ['-created_at', '-id'],
+                'indexes': [models.Index(fields=['state', 'created_at'], name='paubox_msg_state_created')],
             },
         ),
         migrations.CreateModel(
-            name="WebhookEvent",
+            name='WebhookEvent',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("event_name", models.CharField(db_index=True, max_length=100)),
-                ("dedupe_key", models.CharField(max_length=64, unique=True)),
-                ("source_tracking_id", models.CharField(blank=True, db_index=True, max_length=64)),
-                ("recipient", models.CharField(blank=True, max_length=320)),
-                ("occurred_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "received_at",
-                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
-                ),
-                ("payload", models.JSONField()),
-                (
-                    "message",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="webhook_events",
-                        to="django_paubox.message",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('event_name', models.CharField(db_index=True, max_length=100)),
+                ('dedupe_key', models.CharField(max_length=64, unique=True)),
+                ('source_tracking_id', models.CharField(blank=True, db_index=True, max_length=64)),
+                ('recipient', models.CharField(blank=True, max_length=320)),
+                ('occurred_at', models.DateTimeField(blank=True, null=True)),
+                ('received_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('payload', models.JSONField()),
+                ('message', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='webhook_events', to='django_paubox.message')),
             ],
             options={
-                "ordering": ["-received_at", "-id"],
+                'ordering': ['-received_at', '-id'],
             },
         ),
         migrations.CreateModel(
-            name="Delivery",
+            name='Delivery',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "recipient",
-                    models.CharField(
-                        db_index=True, help_text="Bare address, lower-cased.", max_length=320
-                    ),
-                ),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[("to", "To"), ("cc", "Cc"), ("bcc", "Bcc")],
-                        default="to",
-                        max_length=3,
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("queued", "Queued"),
-                            ("sent", "Sent"),
-                            ("processing", "Processing"),
-                            ("delivered", "Delivered"),
-                            ("soft_bounced", "Soft bounced"),
-                            ("hard_bounced", "Hard bounced"),
-                            ("failed", "Failed"),
-                        ],
-                        db_index=True,
-                        default="queued",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "raw_status",
-                    models.CharField(
-                        blank=True,
-                        help_text="Paubox's own words for the latest status.",
-                        max_length=255,
-                    ),
-                ),
-                ("via_secure_portal", models.BooleanField(default=False)),
-                ("delivered_at", models.DateTimeField(blank=True, null=True)),
-                ("opened_at", models.DateTimeField(blank=True, null=True)),
-                ("total_opens", models.PositiveIntegerField(blank=True, null=True)),
-                ("distinct_opens", models.PositiveIntegerField(blank=True, null=True)),
-                ("total_click_count", models.PositiveIntegerField(blank=True, null=True)),
-                ("clicks_per_link", models.JSONField(blank=True, null=True)),
-                ("unsubscribed", models.BooleanField(blank=True, null=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "message",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="deliveries",
-                        to="django_paubox.message",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('recipient', models.CharField(db_index=True, help_text='Bare address, lower-cased.', max_length=320)),
+                ('kind', models.CharField(choices=[('to', 'To'), ('cc', 'Cc'), ('bcc', 'Bcc')], default='to', max_length=3)),
+                ('status', models.CharField(choices=[('queued', 'Queued'), ('sent', 'Sent'), ('processing', 'Processing'), ('delivered', 'Delivered'), ('soft_bounced', 'Soft bounced'), ('hard_bounced', 'Hard bounced'), ('failed', 'Failed')], db_index=True, default='queued', max_length=16)),
+                ('raw_status', models.CharField(blank=True, help_text="Paubox's own words for the latest status.", max_length=255)),
+                ('via_secure_portal', models.BooleanField(default=False)),
+                ('delivered_at', models.DateTimeField(blank=True, null=True)),
+                ('opened_at', models.DateTimeField(blank=True, null=True)),
+                ('total_opens', models.PositiveIntegerField(blank=True, null=True)),
+                ('distinct_opens', models.PositiveIntegerField(blank=True, null=True)),
+                ('total_click_count', models.PositiveIntegerField(blank=True, null=True)),
+                ('clicks_per_link', models.JSONField(blank=True, null=True)),
+                ('unsubscribed', models.BooleanField(blank=True, null=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='django_paubox.message')),
             ],
             options={
-                "verbose_name_plural": "deliveries",
-                "ordering": ["id"],
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("message", "recipient"), name="paubox_delivery_unique_recipient"
-                    )
-                ],
+                'verbose_name_plural': 'deliveries',
+                'ordering': ['id'],
+                'constraints': [models.UniqueConstraint(fields=('message', 'recipient'), name='paubox_delivery_unique_recipient')],
             },
         ),
     ]

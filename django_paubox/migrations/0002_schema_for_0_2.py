@@ -6,97 +6,59 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("django_paubox", "0001_initial"),
+        ('django_paubox', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="delivery",
-            name="display_name",
+            model_name='delivery',
+            name='display_name',
             field=models.CharField(blank=True, max_length=255),
         ),
         migrations.AddField(
-            model_name="message",
-            name="mailer",
+            model_name='message',
+            name='mailer',
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name="message",
-            name="metadata",
+            model_name='message',
+            name='metadata',
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name="message",
-            name="tags",
+            model_name='message',
+            name='tags',
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AlterField(
-            model_name="dynamictemplate",
-            name="paubox_id",
-            field=models.CharField(max_length=255, unique=True, verbose_name="Paubox id"),
+            model_name='dynamictemplate',
+            name='paubox_id',
+            field=models.CharField(max_length=255, unique=True, verbose_name='Paubox id'),
         ),
         migrations.AlterField(
-            model_name="message",
-            name="tracking_id",
-            field=models.CharField(
-                blank=True,
-                max_length=255,
-                null=True,
-                unique=True,
-                verbose_name="Paubox tracking id",
-            ),
+            model_name='message',
+            name='tracking_id',
+            field=models.CharField(blank=True, max_length=255, null=True, unique=True, verbose_name='Paubox tracking id'),
         ),
         migrations.AlterField(
-            model_name="webhookevent",
-            name="source_tracking_id",
+            model_name='webhookevent',
+            name='source_tracking_id',
             field=models.CharField(blank=True, db_index=True, max_length=255),
         ),
         migrations.CreateModel(
-            name="Suppression",
+            name='Suppression',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "address",
-                    models.CharField(
-                        help_text="Bare address, lower-cased.", max_length=320, unique=True
-                    ),
-                ),
-                (
-                    "reason",
-                    models.CharField(
-                        choices=[
-                            ("hard_bounce", "Hard bounce"),
-                            ("unsubscribed", "Unsubscribed"),
-                            ("manual", "Added by staff"),
-                        ],
-                        db_index=True,
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
-                ),
-                ("note", models.TextField(blank=True)),
-                (
-                    "message",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="suppressions",
-                        to="django_paubox.message",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('address', models.CharField(help_text='Bare address, lower-cased.', max_length=320, unique=True)),
+                ('reason', models.CharField(choices=[('hard_bounce', 'Hard bounce'), ('unsubscribed', 'Unsubscribed'), ('manual', 'Added by staff')], db_index=True, max_length=16)),
+                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('note', models.TextField(blank=True)),
+                ('message', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='suppressions', to='django_paubox.message')),
             ],
             options={
-                "ordering": ["-created_at", "-id"],
+                'ordering': ['-created_at', '-id'],
             },
         ),
     ]
