@@ -38,7 +38,14 @@ from .exceptions import (
 )
 from .models import Message
 from .sending import payload as payloads
-from .sending.dispatch import Dispatcher, DispatchResult, Prepared, post_send, tag_email
+from .sending.dispatch import (
+    Dispatcher,
+    DispatchResult,
+    Prepared,
+    post_send,
+    record_left_out,
+    tag_email,
+)
 from .sending.metadata import read_metadata, read_tags
 from .sending.options import send_options
 from .sending.unsubscribe import unsubscribe_target
@@ -231,18 +238,11 @@ class PauboxBackendBase(BaseEmailBackend):
             )
         ]
         if any(item.suppressed for item in prepared):
-            # Nothing is sent to them: failed, raw status "suppressed: <reason>". A message
-            # left with nobody is failed without a request; it is neither sent nor raised.
-            records.mark_suppressed([(item.row, item.suppressed) for item in prepared])
-            nobody_left: dict[str, list[Prepared]] = {}
-            for item in prepared:
-                if item.error is not None:
-                    nobody_left.setdefault(str(item.error), []).append(item)
-            for text, group in nobody_left.items():
-                records.mark_failed([item.row for item in group], text, self.conf)
-                for item in group:
-                    tag_email(item)
-                    post_send(item, "suppressed")
+            record_left_out(
+                [(item.row, item.suppressed) for item in prepared if item.suppressed],
+                [item for item in prepared if item.error is not None],
+                self.conf,
+            )
             prepared = [item for item in prepared if item.error is None]
         failed = [
             Prepared(

@@ -29,7 +29,7 @@ from .exceptions import (
     RecipientsSuppressed,
 )
 from .models import Delivery, Message
-from .sending.dispatch import Dispatcher, DispatchResult, Prepared, post_send
+from .sending.dispatch import Dispatcher, DispatchResult, Prepared, record_left_out
 from .sending.payload import without_recipients
 from .tracking import polling, retention
 
@@ -178,15 +178,7 @@ def _leave_out_suppressed(prepared: list[Prepared], conf: PauboxSettings) -> lis
         except RecipientsSuppressed as error:
             item.error = error
             nobody_left.append(item)
-    if newly:
-        records.mark_suppressed(newly)
-    by_reason: dict[str, list[Message]] = {}
-    for item in nobody_left:
-        by_reason.setdefault(str(item.error), []).append(item.row)
-    for reason, failed_rows in by_reason.items():
-        records.mark_failed(failed_rows, reason, conf)
-    for item in nobody_left:
-        post_send(item, "suppressed")
+    record_left_out(newly, nobody_left, conf)
     return nobody_left
 
 

@@ -291,15 +291,13 @@ def insert_message_with_deliveries(
     """
     if not accepted_in_one_statement() or not deliveries:
         return None
-    m_fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
-    d_fields = [f for f in Delivery._meta.concrete_fields if not f.primary_key]
+    m_fields, d_named = _inserted_fields()
     m_values = [f.pre_save(message, True) for f in m_fields]
-    d_rows = [[f.pre_save(d, True) for f in d_fields if f.name != "message"] for d in deliveries]
+    d_rows = [[f.pre_save(d, True) for f in d_named] for d in deliveries]
     d_values = [v for row in d_rows for v in row]
     if any(hasattr(v, "resolve_expression") for v in [*m_values, *d_values]):
         return None
     m_params = [f.get_db_prep_save(v, connection) for f, v in zip(m_fields, m_values, strict=True)]
-    d_named = [f for f in d_fields if f.name != "message"]
     d_params = [
         f.get_db_prep_save(v, connection)
         for row in d_rows
@@ -318,11 +316,19 @@ def insert_message_with_deliveries(
 
 
 @functools.cache
-def _insert_message_sql(vendor: str, deliveries: int, looked_up: int) -> str:
+def _inserted_fields() -> tuple[list[Any], list[Any]]:
+    """The fields :func:`insert_message_with_deliveries` writes: the message's, and its
+    deliveries' but ``message`` (which the statement fills in)."""
     m_fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
     d_named = [
         f for f in Delivery._meta.concrete_fields if not f.primary_key and f.name != "message"
     ]
+    return m_fields, d_named
+
+
+@functools.cache
+def _insert_message_sql(vendor: str, deliveries: int, looked_up: int) -> str:
+    m_fields, d_named = _inserted_fields()
     m_pk = _column(Message, "id")
     m_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in m_fields)
     d_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in d_named)

@@ -356,6 +356,27 @@ def post_send(item: Prepared, status: str | None = None) -> None:
             )
 
 
+def record_left_out(
+    left_out: Sequence[tuple[Message, dict[str, str]]],
+    nobody_left: Sequence[Prepared],
+    conf: PauboxSettings,
+) -> None:
+    """Record what the suppression list took out of a send: the deliveries of ``left_out``
+    (``(row, {address: reason})``) become failed, raw status ``suppressed: <reason>``; the
+    messages left with nobody (``item.error`` says so) are failed without a request, neither
+    sent nor raised, with ``post_send`` saying ``suppressed``."""
+    if left_out:
+        records.mark_suppressed(left_out)
+    by_reason: dict[str, list[Prepared]] = {}
+    for item in nobody_left:
+        by_reason.setdefault(str(item.error), []).append(item)
+    for reason, group in by_reason.items():
+        records.mark_failed([item.row for item in group], reason, conf)
+        for item in group:
+            tag_email(item)
+            post_send(item, "suppressed")
+
+
 def stamp_headers(payload: dict[str, Any], message_pk: int, conf: PauboxSettings) -> None:
     """Headers that name the row, added once it exists: ``X-Paubox-Ref`` (links webhook
     events whose tracking id is unknown here) and, when the message asked for one-click
