@@ -31,7 +31,7 @@ from .exceptions import (
 from .models import Delivery, Message
 from .sending.dispatch import Dispatcher, DispatchResult, Prepared, record_left_out
 from .sending.payload import without_recipients
-from .tracking import polling, retention
+from .tracking import polling, retention, schedule
 
 logger = logging.getLogger(__name__)
 
@@ -239,8 +239,8 @@ def sweep_outbox() -> dict[str, int]:
 @shared_task(name="django_paubox.refresh_receipts", ignore_result=True)
 def refresh_receipts(limit: int | None = 1000) -> dict[str, int]:
     """Poll ``/message_receipt`` for messages whose deliveries are not final and are due."""
-    polling.stop_expired()
-    summary = polling.poll_receipts(polling.due_messages(limit=limit))
+    schedule.stop_expired()
+    summary = polling.poll_receipts(schedule.due_messages(limit=limit))
     return {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
 
 

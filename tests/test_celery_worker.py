@@ -33,7 +33,8 @@ from django_paubox.models import Message
 from django_paubox.sandbox import SandboxServer
 from django_paubox.sandbox.pytest_plugin import SANDBOX_API_KEY, SANDBOX_API_USERNAME
 from django_paubox.sending import scheduled as scheduled_sends
-from django_paubox.tracking.polling import due_messages, poll_receipts
+from django_paubox.tracking.polling import poll_receipts
+from django_paubox.tracking.schedule import due_messages
 from tests.mailers import DJANGO_61, new_connection
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,8 @@ from django_paubox.exceptions import CredentialsNotFound, PauboxConfigError
 from django_paubox.models import DynamicTemplate, Message
 from django_paubox.sandbox import SandboxServer
 from django_paubox.sending import scheduled as scheduled_sends
-from django_paubox.tracking.polling import due_messages, poll_receipts
+from django_paubox.tracking.polling import poll_receipts
+from django_paubox.tracking.schedule import due_messages
 from tests.mailers import CELERY, DJANGO_61, PLAIN, new_connection, use_backend
 
 pytestmark = pytest.mark.django_db

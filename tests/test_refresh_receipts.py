@@ -18,14 +18,9 @@ from django_paubox import records
 from django_paubox.client import PauboxClient
 from django_paubox.conf import get_settings
 from django_paubox.models import Delivery, Message
-from django_paubox.tracking.polling import (
-    NOT_FOUND_GRACE,
-    RefreshSummary,
-    due_messages,
-    next_check_at,
-    poll_receipts,
-    stop_expired,
-)
+from django_paubox.tracking import polling, schedule
+from django_paubox.tracking.polling import NOT_FOUND_GRACE, RefreshSummary, poll_receipts
+from django_paubox.tracking.schedule import due_messages, next_check_at, stop_expired
 from django_paubox.tracking.statuses import Status
 
 from .commands import manage
@@ -555,3 +550,10 @@ def test_a_delivery_made_final_by_a_webhook_gets_one_receipt_for_what_events_can
     assert summary.finished == 1
     make_due(message)
     assert list(due_messages()) == []  # Paubox's own words are in: polling stops
+
+
+def test_the_schedule_names_are_still_importable_from_polling():
+    # They lived in tracking.polling until the schedule got a module of its own.
+    for name in ("due_messages", "next_check_at", "stop_expired", "awaiting_news", "SCHEDULE"):
+        assert getattr(polling, name) is getattr(schedule, name)
+    assert set(polling.__all__) >= {"poll_receipts", "due_messages", "next_check_at"}

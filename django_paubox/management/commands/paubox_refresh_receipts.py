@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import get_settings
 from ...exceptions import PauboxConfigError
-from ...tracking.polling import due_messages, poll_receipts, stop_expired
+from ...tracking.polling import poll_receipts
+from ...tracking.schedule import due_messages, stop_expired
 from ..arguments import positive_int
 
 EXIT_ERRORS = 1
