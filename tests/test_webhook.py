@@ -644,7 +644,10 @@ def test_the_same_event_posted_at_once_is_stored_once(linked, received, changes)
 @pytest.mark.django_db(transaction=True)
 def test_an_event_whose_message_is_purged_before_it_commits_is_kept_unlinked(monkeypatch, received):
     """The purge deletes the message after the event's insert linked to it and before its
-    commit (which checks the link): the event is stored unlinked, not lost with a 500."""
+    commit (which checks the link): the event is stored unlinked, not lost with a 500.
+
+    An event name we do not know, so that nothing locks the message (an event that moves a
+    delivery locks it in its insert: the next test)."""
     from django_paubox.records import events
 
     message = make_message()
@@ -666,13 +669,77 @@ def test_an_event_whose_message_is_purged_before_it_commits_is_kept_unlinked(mon
         return stored
 
     monkeypatch.setattr(events, "_store_event", store_then_purge)
-    response = post(Client(), event(tracking_id="track-1"))
+    response = post(Client(), event("api_mail_log_new_kind", tracking_id="track-1"))
     assert response.status_code == 200
     assert purged and purged[0] >= 2  # the message and its delivery
     stored = WebhookEvent.objects.get()
     assert stored.message_id is None and stored.source_tracking_id == "track-1"
     assert not Message.objects.exists()
     assert [created for _, created in received] == [True]
+
+
+@pytest.mark.postgres
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_waits_for_an_event_that_locked_its_message_then_deletes_both(monkeypatch, caplog):
+    """The event's insert locks its message and deliveries; a purge of that message waits for
+    the event's commit, then deletes the message with its deliveries and the new event.
+    Neither side fails, and no event is left pointing at a deleted message."""
+    import datetime
+
+    from django_paubox.records import events
+    from django_paubox.tracking.retention import purge
+
+    message = make_message()
+    locked, go = threading.Event(), threading.Event()
+    apply = events._apply_event_to_message
+
+    def apply_when_told(*args, **kwargs):
+        locked.set()  # the insert has locked the message
+        assert go.wait(20)
+        return apply(*args, **kwargs)
+
+    monkeypatch.setattr(events, "_apply_event_to_message", apply_when_told)
+    outcomes: dict[str, object] = {}
+
+    def run(name, work) -> None:
+        try:
+            outcomes[name] = work()
+        except BaseException as exc:  # reported below
+            outcomes[name] = exc
+        finally:
+            connection.close()
+
+    sender = threading.Thread(
+        target=run, args=("event", lambda: records.apply_webhook_event(event()))
+    )
+    sender.start()
+    assert locked.wait(20)
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    purger = threading.Thread(
+        target=run, args=("purge", lambda: purge(datetime.timedelta(hours=1), now=later))
+    )
+    purger.start()
+    with connection.cursor() as cursor:  # the purge is waiting for the event's locks
+        for _ in range(200):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+            if cursor.fetchone()[0]:
+                break
+            threading.Event().wait(0.05)
+        else:
+            pytest.fail("the purge never waited for the event's locks")
+    go.set()
+    sender.join(30)
+    purger.join(30)
+    stored, created = outcomes["event"]
+    assert created and stored.message_id == message.pk
+    summary = outcomes["purge"]
+    assert not isinstance(summary, BaseException), summary
+    assert (summary.messages, summary.deliveries, summary.webhook_events) == (1, 1, 1)
+    assert not Message.objects.exists() and not WebhookEvent.objects.exists()
 
 
 @pytest.mark.postgres

@@ -45,10 +45,11 @@ def apply_webhook_event(
     stored and change nothing. With ``STORE_SUBJECT`` off, the payload's subject is dropped.
 
     One transaction, in as few statements as the rules allow: the event is inserted unless
-    stored already, and linked to its message, in one statement; a new event about a known
-    message then locks the message and its deliveries and reads the deliveries in one more;
-    what changed is one rank-guarded ``UPDATE`` of the delivery, and one of the message's
-    status when its aggregate moved. A replay costs the insert that found it, and one read.
+    stored already, and linked to its message, in one statement, which on PostgreSQL also
+    locks the message and its deliveries and reads the deliveries (elsewhere one more
+    statement); what changed is one rank-guarded ``UPDATE`` of the delivery, and one of the
+    message's status when its aggregate moved (the same statement on PostgreSQL). A replay
+    costs the insert that found it, and one read.
     """
     parsed = parse_webhook_event(data)
     conf = conf or get_settings()
@@ -68,11 +69,14 @@ def _apply(parsed: WebhookEventData, conf: PauboxSettings) -> tuple[WebhookEvent
     now = timezone.now()
     changes: list[Change] = []
     with transaction.atomic():
-        event, created = _store_event(parsed, _stored_body(parsed, conf), now)
+        event, created, locked = _store_event(parsed, _stored_body(parsed, conf), now)
         if created and event.message_id is None:
             _link_by_header(event, parsed)
+            locked = None  # linked now: its message is not locked yet
         if created and event.message_id is not None and parsed.outcome.known:
-            _apply_event_to_message(event.message_id, parsed, now, changes)
+            if locked is None:
+                locked = sql.lock_deliveries(event.message_id)
+            _apply_event_to_message(locked, parsed, now, changes)
         suppress_hard_bounces(changes, conf)
         send_after_commit(changes)
         transaction.on_commit(
@@ -102,12 +106,14 @@ def _stored_body(parsed: WebhookEventData, conf: PauboxSettings) -> dict[str, An
 
 def _store_event(
     parsed: WebhookEventData, body: dict[str, Any], now: datetime
-) -> tuple[WebhookEvent, bool]:
-    """Insert the event unless it is stored already; ``(event, created)``.
+) -> tuple[WebhookEvent, bool, list[Delivery] | None]:
+    """Insert the event unless it is stored already; ``(event, created, locked)``.
 
     The insert, the duplicate check and the link to the message are one statement where the
     database has ``INSERT ... ON CONFLICT DO NOTHING RETURNING``; a replay then reads the
-    stored event. Elsewhere, the ORM in a savepoint.
+    stored event. On PostgreSQL, a new event that will be applied also locks and reads its
+    message's deliveries in that statement (``locked``; None where they are not locked yet).
+    Elsewhere, the ORM in a savepoint.
     """
     values = {
         "event_name": parsed.event_name,
@@ -119,13 +125,20 @@ def _store_event(
         "payload": body,
     }
     if sql.can_insert_once():
-        inserted = sql.insert_event_once(values, parsed.source_tracking_id)
+        locked: list[Delivery] | None = None
+        inserted: tuple[int, int | None] | None
+        if parsed.outcome.known and sql.can_lock_on_insert():
+            with_locks = sql.insert_event_locking(values, parsed.source_tracking_id)
+            inserted = None if with_locks is None else with_locks[:2]
+            locked = None if with_locks is None else with_locks[2]
+        else:
+            inserted = sql.insert_event_once(values, parsed.source_tracking_id)
         if inserted is None:
-            return WebhookEvent.objects.get(dedupe_key=parsed.dedupe_key), False
+            return WebhookEvent.objects.get(dedupe_key=parsed.dedupe_key), False, None
         event = WebhookEvent(id=inserted[0], message_id=inserted[1], **values)
         event._state.adding = False
         event._state.db = connection.alias
-        return event, True
+        return event, True, locked
     message_id = None
     if parsed.source_tracking_id:
         message_id = (
@@ -135,21 +148,21 @@ def _store_event(
         )
     try:
         with transaction.atomic():
-            return WebhookEvent.objects.create(message_id=message_id, **values), True
+            return WebhookEvent.objects.create(message_id=message_id, **values), True, None
     except IntegrityError:
-        return WebhookEvent.objects.get(dedupe_key=parsed.dedupe_key), False
+        return WebhookEvent.objects.get(dedupe_key=parsed.dedupe_key), False, None
 
 
 def _apply_event_to_message(
-    message_id: int, parsed: WebhookEventData, now: datetime, changes: list[Change]
+    deliveries: list[Delivery], parsed: WebhookEventData, now: datetime, changes: list[Change]
 ) -> None:
     """Apply a new event to its delivery under the locks, and keep ``Message.status`` in step.
 
-    The delivery's new values are decided in Python by the same rules as receipts'
+    ``deliveries``: all of the message's, locked with it (:func:`sql.lock_deliveries`). The
+    delivery's new values are decided in Python by the same rules as receipts'
     (``apply_event``); the ``UPDATE`` is guarded by rank as well, so that a write that did
     not take the message's lock can never be moved back.
     """
-    deliveries = sql.lock_deliveries(message_id)
     delivery = match_delivery(deliveries_by_recipient(deliveries), parsed.recipient)
     if delivery is None:
         return

@@ -76,12 +76,53 @@ def insert_event_once(values: dict[str, Any], tracking_id: str) -> tuple[int, in
     the same key waits for the other transaction and then does nothing (PostgreSQL), or is
     serialised by the database lock (SQLite).
     """
-    params = [_prep(WebhookEvent, name, values[name]) for name in _EVENT_FIELDS]
-    params.append(tracking_id or None)  # no tracking id: no message, even one saved with ""
     with connection.cursor() as cursor:
-        cursor.execute(_insert_event_sql(connection.vendor), params)
+        cursor.execute(_insert_event_sql(connection.vendor), _event_params(values, tracking_id))
         row = cursor.fetchone()
     return None if row is None else (row[0], row[1])
+
+
+def _event_params(values: dict[str, Any], tracking_id: str) -> list[Any]:
+    params = [_prep(WebhookEvent, name, values[name]) for name in _EVENT_FIELDS]
+    params.append(tracking_id or None)  # no tracking id: no message, even one saved with ""
+    return params
+
+
+def can_lock_on_insert() -> bool:
+    """Whether :func:`insert_event_locking` applies: PostgreSQL (a data-modifying ``WITH``
+    and a locking ``LATERAL`` subquery)."""
+    return connection.vendor == "postgresql"
+
+
+@functools.cache
+def _insert_event_locking_sql(vendor: str) -> str:
+    pk, message_id = _column(WebhookEvent, "id"), _column(WebhookEvent, "message")
+    # The locking read is a LATERAL subquery: FOR UPDATE cannot reach the nullable side of
+    # the outer join itself, and the event's row comes back also when nothing is locked.
+    return (
+        f"WITH stored AS ({_insert_event_sql(vendor)}) "  # noqa: S608
+        f"SELECT stored.{pk}, stored.{message_id}, locked.* FROM stored LEFT JOIN LATERAL "
+        f"({_locking_read(f'stored.{message_id}', True)}) locked ON true"
+    )
+
+
+def insert_event_locking(
+    values: dict[str, Any], tracking_id: str
+) -> tuple[int, int | None, list[Delivery]] | None:
+    """PostgreSQL: :func:`insert_event_once`, and :func:`lock_deliveries` of the message it
+    linked the event to, in one statement; ``(id, message_id, deliveries)``, or None for a
+    replay (nothing written, nothing locked). For a new event that will be applied: the lock
+    is taken at once, in the insert's round trip.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _insert_event_locking_sql(connection.vendor), _event_params(values, tracking_id)
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    event_id, message_id = rows[0][0], rows[0][1]
+    return event_id, message_id, _locked([row[2:] for row in rows if row[2] is not None])
 
 
 def _message_fields() -> list[Any]:
@@ -92,6 +133,12 @@ def _message_fields() -> list[Any]:
 
 @functools.cache
 def _lock_sql(vendor: str, for_update: bool) -> str:
+    return _locking_read("%s", for_update)
+
+
+def _locking_read(message_id: str, for_update: bool) -> str:
+    """The read of :func:`lock_deliveries`, for the message whose id is ``message_id`` (a
+    placeholder or a column)."""
     m, d = _table(Message), _table(Delivery)
     m_id, d_message = f"{m}.{_column(Message, 'id')}", f"{d}.{_column(Delivery, 'message')}"
     columns = ", ".join(f"{d}.{_column(Delivery, f.name)}" for f in Delivery._meta.concrete_fields)
@@ -99,7 +146,7 @@ def _lock_sql(vendor: str, for_update: bool) -> str:
     return (
         f"SELECT {columns}, {message_columns} "  # noqa: S608
         f"FROM {m} INNER JOIN {d} ON {d_message} = {m_id} "
-        f"WHERE {m_id} = %s ORDER BY {d}.{_column(Delivery, 'id')}"
+        f"WHERE {m_id} = {message_id} ORDER BY {d}.{_column(Delivery, 'id')}"
         + (" FOR UPDATE" if for_update else "")
     )
 
@@ -138,7 +185,11 @@ def lock_deliveries(message_id: int) -> list[Delivery]:
     sql = _lock_sql(connection.vendor, bool(connection.features.has_select_for_update))
     with connection.cursor() as cursor:
         cursor.execute(sql, [message_id])
-        rows = cursor.fetchall()
+        return _locked(cursor.fetchall())
+
+
+def _locked(rows: Sequence[Sequence[Any]]) -> list[Delivery]:
+    """Rows of :func:`_locking_read` as deliveries, each with the one message read with them."""
     d_names = tuple(f.attname for f in Delivery._meta.concrete_fields)
     m_names = tuple(f.attname for f in _message_fields())
     deliveries = []
