@@ -146,13 +146,15 @@ def test_a_sending_row_without_a_claim_time_is_settled_once_old(db, settings):
 
 
 def test_a_long_send_renews_the_claim_of_each_batch(paubox_sandbox, settings):
-    """Rows wait for their batch's turn: each batch's claim starts when it leaves."""
+    """Rows wait for their batch's turn: each batch's claim starts when it leaves, after the
+    batch before it was answered (so at least the sandbox's latency after the first's)."""
     settings.PAUBOX = {**settings.PAUBOX, "BATCH_SIZE": 2}
+    paubox_sandbox.set_latency(0.3)
     messages = make(4)
     assert default_connection().send_messages(messages) == 4
-    first, _, third, _ = (m.paubox_message for m in messages)
+    first, _, third, _ = (Message.objects.get(pk=m.paubox_message.pk) for m in messages)
     assert first.claimed_at is not None and third.claimed_at is not None
-    assert third.claimed_at > first.claimed_at
+    assert third.claimed_at - first.claimed_at >= timedelta(seconds=0.3)
 
 
 def test_settle_command_is_in_help():

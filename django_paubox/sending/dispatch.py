@@ -149,9 +149,12 @@ class Dispatcher:
                     raise
                 outage = under_way.result()
                 if outage is None and following is not None:
-                    # Its claim starts now, so that a long send is not taken for a dead one.
-                    records.renew_claims([item.row for item in following])
                     under_way = sender.submit(self._send_batch, following)
+                    # Its claim starts as it leaves, so that a long send is not taken for a
+                    # dead one: renewed while it is on the wire, not before (a round trip off
+                    # the critical path). Meanwhile its claim is the one its rows were written
+                    # with, a batch ago: far from OUTBOX_STALE_SECONDS (at least 2 TIMEOUTs).
+                    records.renew_claims([item.row for item in following])
                 self._record(current, result)
                 if outage is not None:
                     for later in itertools.chain([following] if following else [], source):
