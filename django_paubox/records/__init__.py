@@ -32,6 +32,7 @@ from .sends import (
     renew_claims,
     requeue,
     resume_polling,
+    save_next_checks,
     stale_outbox,
     stop_polling,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "renew_claims",
     "requeue",
     "resume_polling",
+    "save_next_checks",
     "stale_outbox",
     "stop_polling",
     "suppress_hard_bounces",

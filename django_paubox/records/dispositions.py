@@ -21,6 +21,7 @@ from ..tracking.parsing import (
     parse_receipt,
 )
 from ..tracking.statuses import RANK, Outcome, Status, advance, from_webhook_event, is_final
+from . import sql
 from .suppressions import suppress_hard_bounces, unsubscribe
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def _save_deliveries(
             updated_at=now, **{name: getattr(delivery, name) for name in fields}
         )
     elif changed:
-        Delivery.objects.bulk_update(changed, [*sorted(fields), "updated_at"])
+        sql.update_rows(Delivery, changed, [*sorted(fields), "updated_at"])
     return changed
 
 
@@ -329,10 +330,7 @@ def apply_receipts(
             row.status = new if new is not None else row.status
             row.receipt_checked_at = now
             message.status, message.receipt_checked_at = row.status, now
-        if applied:
-            Message.objects.bulk_update(
-                [row for _, _, row in applied], ["status", "receipt_checked_at"]
-            )
+        sql.update_rows(Message, [row for _, _, row in applied], ["status", "receipt_checked_at"])
         suppress_hard_bounces(changes)
         _record_unsubscribes(before, (d for ds in rows.values() for d in ds if d.pk in all_changed))
         send_after_commit(changes)

@@ -406,6 +406,12 @@ def resume_polling(message_ids: Sequence[int]) -> None:
     Message.objects.filter(pk__in=list(message_ids), error__startswith=NOT_POLLED).update(error="")
 
 
+def save_next_checks(messages: Sequence[Message]) -> None:
+    """Save each message's ``next_receipt_check_at`` (its schedule after a poll), and only
+    that column: the receipt applied before it owns the others. One statement."""
+    sql.update_rows(Message, messages, ["next_receipt_check_at"])
+
+
 # --- Scheduled sends --------------------------------------------------------------------------
 #
 # A scheduled message is ``sent`` (Paubox accepted it and returned a tracking id) with

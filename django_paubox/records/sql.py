@@ -259,6 +259,44 @@ def statuses_at_or_above(status: str, ranks: dict[str, int]) -> list[str]:
     return [s for s, r in ranks.items() if r >= ranks[status]]
 
 
+def update_rows(model: type[Any], rows: Sequence[Any], fields: Sequence[str]) -> None:
+    """Write ``fields`` of each of ``rows`` (model instances, by primary key), as
+    ``bulk_update`` would: the values on the instances, adapted by their fields, no
+    ``pre_save``. On PostgreSQL one ``UPDATE ... FROM (VALUES ...)``: ``bulk_update``'s
+    ``CASE`` per field and row cost many times the database's work in Python (receipts polling,
+    100 messages a batch). Elsewhere ``bulk_update`` itself.
+    """
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_update(list(rows), list(fields))
+        return
+    written = [model._meta.get_field(name) for name in fields]
+    params: list[Any] = []
+    for row in rows:
+        params.append(row.pk)
+        params.extend(f.get_db_prep_save(getattr(row, f.attname), connection) for f in written)
+    with connection.cursor() as cursor:
+        cursor.execute(_update_rows_sql(model._meta.label, tuple(fields), len(rows)), params)
+
+
+@functools.lru_cache(maxsize=128)
+def _update_rows_sql(label: str, fields: tuple[str, ...], count: int) -> str:
+    model = _MODELS[label]
+    q = connection.ops.quote_name
+    columns = [model._meta.pk, *(model._meta.get_field(name) for name in fields)]
+    # Each value cast to its column's type: a VALUES list types its columns by their first
+    # row, where a NULL would otherwise make one text.
+    row = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in columns)
+    names = ", ".join(q(f.column) for f in columns)
+    sets = ", ".join(f"{q(f.column)} = v.{q(f.column)}" for f in columns[1:])
+    table, pk = _table(model), q(model._meta.pk.column)
+    return (
+        f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([f'({row})'] * count)}) "  # noqa: S608
+        f"AS v ({names}) WHERE {table}.{pk} = v.{pk}"
+    )
+
+
 def _prep(model: type[Any], name: str, value: Any) -> Any:
     return model._meta.get_field(name).get_db_prep_save(value, connection)
 

@@ -427,8 +427,7 @@ def _reschedule(
         if message.next_receipt_check_at is None:
             summary.expired += 1
             logger.info("Paubox receipts: giving up on %s (too old)", message.tracking_id)
-    # Only the schedule column: apply_receipt owns the others and may have saved them.
-    Message.objects.bulk_update(messages, ["next_receipt_check_at"])
+    records.save_next_checks(messages)
 
 
 def __getattr__(name: str) -> object:
