@@ -54,3 +54,13 @@ def test_a_null_in_the_first_row_keeps_the_column_type():
 def test_nothing_to_write_is_no_statement(django_assert_num_queries):
     with django_assert_num_queries(0):
         sql.update_rows(Message, [], ["status"])
+
+
+def test_one_row_gets_the_named_fields_and_nothing_else():
+    message = stored_message(status=Status.SENT)
+    message.status, message.next_receipt_check_at = Status.DELIVERED, WHEN
+    message.subject = "not written: not named"
+    sql.update_rows(Message, [message], ["status", "next_receipt_check_at"])
+    stored = Message.objects.get(pk=message.pk)
+    assert (stored.status, stored.next_receipt_check_at) == (Status.DELIVERED, WHEN)
+    assert stored.subject != message.subject

@@ -264,12 +264,18 @@ def update_rows(model: type[Any], rows: Sequence[Any], fields: Sequence[str]) ->
     ``bulk_update`` would: the values on the instances, adapted by their fields, no
     ``pre_save``. On PostgreSQL one ``UPDATE ... FROM (VALUES ...)``: ``bulk_update``'s
     ``CASE`` per field and row cost many times the database's work in Python (receipts polling,
-    100 messages a batch). Elsewhere ``bulk_update`` itself.
+    100 messages a batch). Elsewhere a plain ``UPDATE`` for one row, ``bulk_update`` for more.
     """
     if not rows:
         return
     if connection.vendor != "postgresql":
-        model._default_manager.bulk_update(list(rows), list(fields))
+        if len(rows) == 1:
+            (row,) = rows
+            model._default_manager.filter(pk=row.pk).update(
+                **{name: getattr(row, name) for name in fields}
+            )
+        else:
+            model._default_manager.bulk_update(list(rows), list(fields))
         return
     written = [model._meta.get_field(name) for name in fields]
     params: list[Any] = []
